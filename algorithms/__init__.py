@@ -1,0 +1,1 @@
+"""Reusable Composer Algorithms, losses, schedules, metrics and callbacks. Never imports ``recipes``."""

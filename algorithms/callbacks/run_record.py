@@ -1,0 +1,128 @@
+"""A machine-readable record of a run: one JSON line per evaluation, and a summary when training ends.
+
+``<folder>/record.jsonl`` gets, at every evaluation: ``step``, ``epoch``, ``samples``, ``train_wct_s`` (training
+wall-clock since the start, evaluation excluded; checkpoint saving included), ``total_wct_s`` (everything since the
+start), ``eval_wct_s``, ``cpu_s`` (this process's CPU time) and ``metrics`` (``{'<evaluator>/<metric>': value}``).
+``<folder>/summary.json`` is written when ``fit`` ends, with the same clocks and ``finished: true``.
+The clocks are saved in checkpoints, so a resumed run keeps counting where it left off, and record lines written
+after the checkpoint it resumes from (work the interrupted run lost) are dropped. Only global rank 0 writes.
+Benchmarks and reports read these files, and a teacher's ``summary.json`` gives the teacher's own training cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from composer.core import Callback, Event, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+RECORD_FILE = 'record.jsonl'
+SUMMARY_FILE = 'summary.json'
+
+
+def read_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """The evaluation records of the run in ``folder`` (an empty list if it has none yet)."""
+    path = Path(folder) / RECORD_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RunRecord(Callback):
+    """Write ``record.jsonl`` and ``summary.json`` into ``folder``.
+
+    Args:
+        folder (str): where the two files go (created at ``FIT_START`` on rank 0).
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self._offsets = {'total_wct_s': 0.0, 'eval_wct_s': 0.0, 'cpu_s': 0.0}
+        self._t0: float | None = None
+        self._cpu0 = 0.0
+        self._eval_s = 0.0
+        self._eval_t0 = 0.0
+        self._state: State | None = None
+        self._resumed_step: int | None = None
+
+    # clocks ---------------------------------------------------------------------------------------------------
+    def clocks(self) -> dict[str, float]:
+        """Training, evaluation and total wall-clock seconds, and CPU seconds, including earlier segments."""
+        total = self._offsets['total_wct_s'] + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+        eval_s = self._offsets['eval_wct_s'] + self._eval_s
+        cpu = self._offsets['cpu_s'] + (time.process_time() - self._cpu0 if self._t0 is not None else 0.0)
+        return {'train_wct_s': total - eval_s, 'total_wct_s': total, 'eval_wct_s': eval_s, 'cpu_s': cpu}
+
+    def _position(self, state: State) -> dict[str, int]:
+        ts = state.timestamp
+        return {'step': int(ts.batch), 'epoch': int(ts.epoch), 'samples': int(ts.sample), 'tokens': int(ts.token)}
+
+    # events ---------------------------------------------------------------------------------------------------
+    def run_event(self, event: Event, state: State, logger: Logger) -> None:
+        if event == Event.INIT:
+            self._state = state
+        elif event == Event.FIT_START:
+            self._start(state)
+        elif event == Event.EVAL_BEFORE_ALL:
+            self._eval_t0 = time.perf_counter()
+        elif event == Event.EVAL_AFTER_ALL:
+            self._eval_s += time.perf_counter() - self._eval_t0
+            self._write_eval(state)
+        elif event == Event.FIT_END:
+            self._write_summary(state)
+
+    def _start(self, state: State) -> None:
+        self._t0 = time.perf_counter()
+        self._cpu0 = time.process_time()
+        self._eval_s = 0.0
+        if dist.get_global_rank() != 0:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / RECORD_FILE
+        if self._resumed_step is None:
+            path.write_text('')  # a fresh run starts a fresh record
+        else:  # drop what the interrupted run did after the checkpoint it resumes from
+            kept = [r for r in read_records(self.folder) if r['step'] <= self._resumed_step]
+            path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+        (self.folder / SUMMARY_FILE).unlink(missing_ok=True)
+
+    def _metrics(self, state: State) -> dict[str, float]:
+        values = {}
+        for label, metrics in state.eval_metrics.items():
+            for name, metric in metrics.items():
+                values[f'{label}/{name}'] = float(metric.compute())
+        return values
+
+    def _write_eval(self, state: State) -> None:
+        if dist.get_global_rank() != 0:
+            return
+        line = {**self._position(state), **self.clocks(), 'metrics': self._metrics(state)}
+        with open(self.folder / RECORD_FILE, 'a') as f:
+            f.write(json.dumps(line) + '\n')
+
+    def _write_summary(self, state: State) -> None:
+        if dist.get_global_rank() != 0:
+            return
+        records = read_records(self.folder)
+        summary = {
+            **self._position(state),
+            **self.clocks(),
+            'finished': True,
+            'final_metrics': records[-1]['metrics'] if records else {},
+            'n_evals': len(records),
+        }
+        (self.folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + '\n')
+
+    # checkpointing --------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        step = int(self._state.timestamp.batch) if self._state is not None else 0
+        return {**{k: v for k, v in self.clocks().items() if k in self._offsets}, 'step': step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._offsets = {k: float(state[k]) for k in self._offsets}
+        self._resumed_step = int(state['step'])

@@ -1,0 +1,31 @@
+"""Load Composer checkpoints and state dicts with ``torch.load(weights_only=True)``.
+
+A Composer checkpoint holds, besides tensors, RNG states (numpy arrays), a ``timedelta`` and the torch version.
+``SAFE_GLOBALS`` allowlists exactly those types, so nothing else in a file can run code when it is loaded.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+SAFE_GLOBALS: list[Any] = [
+    np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
+    np.ndarray,
+    np.dtype,
+    *[type(np.dtype(t)) for t in ('bool', 'uint8', 'int32', 'uint32', 'int64', 'uint64', 'float32', 'float64')],
+    datetime.timedelta,
+    torch.torch_version.TorchVersion,
+]
+
+
+def safe_load(path: str | os.PathLike, map_location: Any = 'cpu') -> Any:
+    """``torch.load(path, weights_only=True)`` with the allowlist above; a clear error if the file is missing."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        return torch.load(path, map_location=map_location, weights_only=True)

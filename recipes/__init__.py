@@ -1,0 +1,1 @@
+"""Recipes: turn a YAML file into a Composer Trainer (models, data, optimizers, algorithms, callbacks)."""

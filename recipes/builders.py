@@ -1,0 +1,101 @@
+"""Turn a loaded config into a Composer Trainer, in two steps.
+
+:func:`prepare` validates everything and constructs the objects that need no I/O (model, optimizer, scheduler,
+algorithms, callbacks, loggers): every mistake in the YAML surfaces here as a ``ConfigError``. Only then does
+:func:`launch` write the run folder (the resolved config), open the dataloaders and construct the ``Trainer``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from composer import Trainer
+from composer.core import Callback
+from composer.utils import dist
+
+from algorithms.callbacks import NonFiniteLossGuard, RunRecord
+from recipes import models, registry
+from recipes.algorithm_factories import algorithm_table
+from recipes.checkpoint_safety import use_weights_only_checkpoint_loading
+from recipes.config import validate_top_level
+from recipes.data import build_dataloader, check_data
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = 'config.yaml'
+
+
+@dataclass
+class PreparedRun:
+    """A validated run: its resolved config and every object the Trainer needs except the dataloaders."""
+
+    cfg: dict[str, Any]
+    trainer_kwargs: dict[str, Any]
+    run_record: RunRecord
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg['run_dir'])
+
+
+def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) -> PreparedRun:
+    """Validate ``cfg`` (as returned by :func:`recipes.config.load_config`) and build what needs no data or files."""
+    validate_top_level(cfg, dist.get_world_size())
+    check_data(cfg['train_loader'], 'train_loader')
+    if cfg['eval_loader'] is not None:
+        check_data(cfg['eval_loader'], 'eval_loader')
+    model = models.build_model(**cfg['model'])
+    optimizer = registry.build_named('optimizer', registry.OPTIMIZERS, cfg['optimizer'], model.parameters())
+    schedulers = []
+    if cfg['scheduler'] is not None:
+        schedulers.append(registry.build_named('scheduler', registry.SCHEDULERS, cfg['scheduler']))
+    algorithms = registry.build_by_name('algorithms', algorithm_table(cfg), cfg['algorithms'])
+    callbacks = registry.build_by_name('callbacks', registry.CALLBACKS, cfg['callbacks'])
+    loggers = registry.build_by_name('loggers', registry.LOGGERS, cfg['loggers'])
+    record = RunRecord(cfg['run_dir'])
+    callbacks += [record, NonFiniteLossGuard(), *(extra_callbacks or [])]
+    kwargs = dict(
+        model=model,
+        optimizers=optimizer,
+        schedulers=schedulers,
+        algorithms=algorithms,
+        callbacks=callbacks,
+        loggers=loggers,
+        run_name=cfg['run_name'],
+        seed=cfg['seed'],
+        max_duration=cfg['max_duration'],
+        eval_interval=cfg['eval_interval'],
+        precision=cfg['precision'],
+        device=cfg['device'],
+        device_train_microbatch_size=cfg['device_train_microbatch_size'],
+        step_schedulers_every_batch=True,
+        save_folder=cfg['save_folder'],
+        save_interval=cfg['save_interval'],
+        save_num_checkpoints_to_keep=cfg['save_num_checkpoints_to_keep'],
+        save_overwrite=not cfg['autoresume'],
+        autoresume=cfg['autoresume'],
+        load_path=cfg['load_path'],
+        load_weights_only=cfg['load_weights_only'],
+        progress_bar=cfg['progress_bar'],
+        log_to_console=cfg['log_to_console'],
+        console_log_interval=cfg['console_log_interval'],
+    )
+    return PreparedRun(cfg=cfg, trainer_kwargs=kwargs, run_record=record)
+
+
+def launch(run: PreparedRun) -> Trainer:
+    """Write ``<run_dir>/config.yaml``, build the dataloaders and the Trainer (which resumes if asked to)."""
+    cfg = run.cfg
+    if dist.get_global_rank() == 0:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    world = dist.get_world_size()
+    train_dl = build_dataloader(cfg['train_loader'], cfg['global_train_batch_size'] // world)
+    eval_dl = None
+    if cfg['eval_loader'] is not None:
+        eval_dl = build_dataloader(cfg['eval_loader'], cfg['global_eval_batch_size'] // world)
+    use_weights_only_checkpoint_loading()
+    return Trainer(train_dataloader=train_dl, eval_dataloader=eval_dl, **run.trainer_kwargs)

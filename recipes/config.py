@@ -1,0 +1,155 @@
+"""Load a recipe YAML, merge ``key=value`` overrides, fill defaults and validate the whole run before it starts.
+
+Every problem is a :class:`~recipes.errors.ConfigError` whose one-line message names the key and what was expected.
+Validation reads no data and writes no folder; checks that need the model, the data or a builder's signature
+live next to those (``recipes.models``, ``recipes.data``, ``recipes.registry``) and are called from
+:func:`recipes.builders.build_run` before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from composer.core import Time
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from recipes.errors import ConfigError
+
+REQUIRED = object()
+
+# key: (allowed types, default). ``dict`` sections are validated by their own builders.
+TOP_LEVEL: dict[str, tuple[tuple[type, ...], Any]] = {
+    'run_name': ((str,), REQUIRED),
+    'seed': ((int,), 17),
+    'model': ((dict,), REQUIRED),
+    'train_loader': ((dict,), REQUIRED),
+    'eval_loader': ((dict, type(None)), None),
+    'global_train_batch_size': ((int,), REQUIRED),
+    'global_eval_batch_size': ((int, type(None)), None),
+    'device_train_microbatch_size': ((int, str, type(None)), None),
+    'optimizer': ((dict,), REQUIRED),
+    'scheduler': ((dict, type(None)), None),
+    'max_duration': ((str,), REQUIRED),
+    'eval_interval': ((str, int), '1ep'),
+    'precision': ((str,), 'fp32'),
+    'device': ((str, type(None)), None),
+    'algorithms': ((dict,), {}),
+    'callbacks': ((dict,), {}),
+    'loggers': ((dict,), {}),
+    'run_dir': ((str,), 'runs/${run_name}'),
+    'save_folder': ((str, type(None)), '${run_dir}/checkpoints'),
+    'save_interval': ((str,), '1ep'),
+    'save_num_checkpoints_to_keep': ((int,), -1),
+    'autoresume': ((bool,), False),
+    'load_path': ((str, type(None)), None),
+    'load_weights_only': ((bool,), False),
+    'progress_bar': ((bool,), True),
+    'log_to_console': ((bool,), False),
+    'console_log_interval': ((str,), '1ep'),
+}
+TIME_KEYS = ('max_duration', 'eval_interval', 'save_interval', 'console_log_interval')
+PRECISIONS = ('fp32', 'amp_fp16', 'amp_bf16')
+DEVICES = ('cpu', 'gpu', 'mps')
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    return ' or '.join('null' if t is type(None) else t.__name__ for t in types)
+
+
+def check_type(key: str, value: Any, types: tuple[type, ...]) -> None:
+    """Raise a ConfigError naming ``key`` unless ``value`` is one of ``types`` (a bool is not an int, an int is a float)."""
+    if isinstance(value, bool) and bool not in types:
+        ok = False
+    elif float in types and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        raise ConfigError(f'{key}: expected {_type_names(types)}, got {type(value).__name__} {value!r}')
+
+
+def check_time(key: str, value: Any) -> Time:
+    """Parse a Composer time string such as ``90ep``, ``70000ba``, ``286720000sp`` or ``0.3dur``; name ``key`` if bad."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Time.from_input(value, 'ep')
+    try:
+        return Time.from_timestring(str(value))
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"{key}: malformed duration {value!r}; expected a number with a unit: ep, ba, sp, tok or dur "
+            "(e.g. '90ep', '70000ba', '286720000sp', '0.3dur')",
+        ) from None
+
+
+def check_keys(key: str, section: dict, allowed: Any) -> None:
+    """Raise a ConfigError for the first key of ``section`` that is not in ``allowed``."""
+    for name in section:
+        if name not in allowed:
+            where = f'{key}.{name}' if key else name
+            raise ConfigError(f"unknown key '{where}'; allowed: {', '.join(sorted(allowed))}")
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read ``path``, merge dotted ``key=value`` overrides on top, resolve interpolations and fill top-level defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f'-f: YAML file not found: {path}')
+    try:
+        cfg = OmegaConf.load(path)
+        if overrides:
+            bad = [o for o in overrides if '=' not in o]
+            if bad:
+                raise ConfigError(f"override {bad[0]!r}: expected dotted.key=value")
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f'{path}: {str(e).splitlines()[0]}') from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f'{path}: expected a mapping at the top level, got a list')
+    check_keys('', cfg, TOP_LEVEL)
+    for key, (_, default) in TOP_LEVEL.items():
+        if key not in cfg:
+            if default is REQUIRED:
+                raise ConfigError(f"missing required key '{key}'")
+            cfg[key] = default
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f'{path}: cannot resolve interpolation: {str(e).splitlines()[0]}') from None
+    return resolved  # type: ignore[return-value]
+
+
+def validate_top_level(cfg: dict[str, Any], world_size: int) -> None:
+    """Types, time strings and the enumerations of the top-level keys; batch sizes divisible by ``world_size``."""
+    for key, (types, _) in TOP_LEVEL.items():
+        check_type(key, cfg[key], types)
+    for key in TIME_KEYS:
+        check_time(key, cfg[key])
+    if cfg['precision'] not in PRECISIONS:
+        raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
+    if cfg['device'] is not None and cfg['device'] not in DEVICES:
+        raise ConfigError(f"device: expected null (auto) or one of {', '.join(DEVICES)}, got {cfg['device']!r}")
+    mb = cfg['device_train_microbatch_size']
+    if isinstance(mb, str) and mb != 'auto':
+        raise ConfigError(f"device_train_microbatch_size: expected an int or 'auto', got {mb!r}")
+    if cfg['global_eval_batch_size'] is None:
+        cfg['global_eval_batch_size'] = cfg['global_train_batch_size']
+    for key in ('global_train_batch_size', 'global_eval_batch_size'):
+        if cfg[key] <= 0 or cfg[key] % world_size:
+            raise ConfigError(
+                f'{key}: {cfg[key]} is not a positive multiple of the number of ranks ({world_size}); '
+                'it is the global batch size, split evenly across ranks',
+            )
+    if cfg['autoresume'] and not cfg['save_folder']:
+        raise ConfigError('autoresume: true needs save_folder to be set')
+    if cfg['load_path'] is not None and '://' not in cfg['load_path'] and not Path(cfg['load_path']).is_file():
+        raise ConfigError(f"load_path: checkpoint file not found: {cfg['load_path']}")
+
+
+def to_plain(value: Any) -> Any:
+    """OmegaConf containers to plain Python containers (no-op for plain values)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
