@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from composer import Trainer
 from composer.core import Callback
-from composer.utils import dist
+from composer.utils import dist, reproducibility
 
 from algorithms.callbacks import NonFiniteLossGuard, RunRecord
 from recipes import models, registry
@@ -47,6 +47,7 @@ def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) 
     check_data(cfg['train_loader'], 'train_loader')
     if cfg['eval_loader'] is not None:
         check_data(cfg['eval_loader'], 'eval_loader')
+    reproducibility.seed_all(cfg['seed'])  # the model's initial weights depend on the seed, not on what ran before
     model = models.build_model(**cfg['model'])
     optimizer = registry.build_named('optimizer', registry.OPTIMIZERS, cfg['optimizer'], model.parameters())
     schedulers = []

@@ -1,0 +1,89 @@
+"""Put datasets where ``recipes.data`` expects them: ``python -m recipes.prepare_data fashion_mnist --out data``.
+
+* ``fashion_mnist``: un-gzips Debian's ``/usr/share/datasets/fashion-mnist/*.gz`` (``apt-get install
+  dataset-fashion-mnist``; ``--source`` picks another folder) into ``<out>/FashionMNIST/raw/``; without those files
+  it falls back to torchvision's download (network required).
+* ``cifar10``, ``cifar100``: torchvision's download into ``<out>/`` (network required).
+
+Idempotent: files already in place are left as they are.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger('recipes.prepare_data')  # the same name under python -m
+
+DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')
+FASHION_MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
+                       't10k-labels-idx1-ubyte')
+
+
+def prepare_fashion_mnist(out: str | Path, source: str | Path = DEBIAN_FASHION_MNIST) -> Path:
+    """Un-gzip the four Fashion-MNIST idx files from ``source`` into ``<out>/FashionMNIST/raw/``; returns that folder.
+
+    Falls back to torchvision's ``download=True`` when ``source`` lacks them; raises RuntimeError if that fails too.
+    """
+    raw = Path(out) / 'FashionMNIST' / 'raw'
+    missing = [name for name in FASHION_MNIST_FILES if not (raw / name).exists()]
+    if not missing:
+        log.info('fashion_mnist: already in %s', raw)
+        return raw
+    sources = [Path(source) / f'{name}.gz' for name in missing]
+    if all(src.exists() for src in sources):
+        raw.mkdir(parents=True, exist_ok=True)
+        for name, src in zip(missing, sources):
+            tmp = raw / f'{name}.tmp'
+            with gzip.open(src, 'rb') as fin, open(tmp, 'wb') as fout:
+                shutil.copyfileobj(fin, fout)
+            tmp.replace(raw / name)
+            log.info('fashion_mnist: %s -> %s', src, raw / name)
+        return raw
+    log.info('fashion_mnist: %s lacks the .gz files; trying torchvision download (network)', source)
+    try:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(out), train=True, download=True)
+    except Exception as e:  # noqa: BLE001 - any download failure gets the same advice
+        raise RuntimeError(f'fashion_mnist: no files in {source} and download failed ({e}); '
+                           'install them with `apt-get install dataset-fashion-mnist`') from e
+    return raw
+
+
+def prepare_cifar(name: str, out: str | Path) -> Path:
+    """Download CIFAR-10 or CIFAR-100 (``name``) with torchvision into ``out`` (network required)."""
+    from torchvision import datasets
+
+    cls = {'cifar10': datasets.CIFAR10, 'cifar100': datasets.CIFAR100}[name]
+    try:
+        cls(str(out), train=True, download=True)
+    except Exception as e:  # noqa: BLE001
+        raise RuntimeError(f'{name}: download failed ({e}); it needs network access to www.cs.toronto.edu') from e
+    log.info('%s: ready in %s', name, Path(out) / cls.base_folder)
+    return Path(out) / cls.base_folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry; returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('dataset', choices=['fashion_mnist', 'cifar10', 'cifar100'])
+    parser.add_argument('--out', default='data', help='data root, the `path` of the loader config (default: data)')
+    parser.add_argument('--source', default=str(DEBIAN_FASHION_MNIST), help='folder of the Fashion-MNIST .gz files')
+    args = parser.parse_args(argv)
+    try:
+        if args.dataset == 'fashion_mnist':
+            prepare_fashion_mnist(args.out, args.source)
+        else:
+            prepare_cifar(args.dataset, args.out)
+    except RuntimeError as e:
+        log.error('%s', e)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    raise SystemExit(main())
