@@ -17,7 +17,8 @@ SAFE_GLOBALS: list[Any] = [
     np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
     np.ndarray,
     np.dtype,
-    *[type(np.dtype(t)) for t in ('bool', 'uint8', 'int32', 'uint32', 'int64', 'uint64', 'float32', 'float64')],
+    *[type(np.dtype(t)) for t in ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64',
+                                  'float16', 'float32', 'float64')],
     datetime.timedelta,
     torch.torch_version.TorchVersion,
 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.core import Time
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from recipes.errors import ConfigError
@@ -93,12 +93,16 @@ def check_keys(key: str, section: dict, allowed: Any) -> None:
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read ``path``, merge dotted ``key=value`` overrides on top, resolve interpolations and fill top-level defaults."""
+    """Read ``path``, merge dotted ``key=value`` overrides on top, resolve interpolations and fill top-level defaults.
+
+    A YAML may start with ``base: other.yaml`` (a path relative to it): it is then merged over that file, so a
+    variant recipe states only what it changes.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f'-f: YAML file not found: {path}')
     try:
-        cfg = OmegaConf.load(path)
+        cfg = _load_with_base(path, seen=())
         if overrides:
             bad = [o for o in overrides if '=' not in o]
             if bad:
@@ -106,8 +110,6 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as e:
         raise ConfigError(f'{path}: {str(e).splitlines()[0]}') from None
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(f'{path}: expected a mapping at the top level, got a list')
     check_keys('', cfg, TOP_LEVEL)
     for key, (_, default) in TOP_LEVEL.items():
         if key not in cfg:
@@ -119,6 +121,24 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     except OmegaConfBaseException as e:
         raise ConfigError(f'{path}: cannot resolve interpolation: {str(e).splitlines()[0]}') from None
     return resolved  # type: ignore[return-value]
+
+
+def _load_with_base(path: Path, seen: tuple[Path, ...]) -> DictConfig:
+    """Load ``path``; if it names ``base: other.yaml`` (relative to itself), merge it over that file."""
+    cfg = OmegaConf.load(path)
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f'{path}: expected a mapping at the top level, got a list')
+    if 'base' not in cfg:
+        return cfg
+    base = cfg.pop('base')
+    if not isinstance(base, str):
+        raise ConfigError(f'{path}: base: expected a path to a YAML file, got {base!r}')
+    base_path = (path.parent / base).resolve()
+    if not base_path.is_file():
+        raise ConfigError(f'{path}: base: YAML file not found: {base_path}')
+    if base_path in seen:
+        raise ConfigError(f'{path}: base: circular reference to {base_path}')
+    return OmegaConf.merge(_load_with_base(base_path, (*seen, path.resolve())), cfg)  # type: ignore[return-value]
 
 
 def validate_top_level(cfg: dict[str, Any], world_size: int) -> None:
@@ -146,10 +166,3 @@ def validate_top_level(cfg: dict[str, Any], world_size: int) -> None:
         raise ConfigError('autoresume: true needs save_folder to be set')
     if cfg['load_path'] is not None and '://' not in cfg['load_path'] and not Path(cfg['load_path']).is_file():
         raise ConfigError(f"load_path: checkpoint file not found: {cfg['load_path']}")
-
-
-def to_plain(value: Any) -> Any:
-    """OmegaConf containers to plain Python containers (no-op for plain values)."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value

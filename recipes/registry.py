@@ -6,6 +6,7 @@ types and Composer time strings) so that a typo fails before training, naming th
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
@@ -92,8 +93,9 @@ def _runtime_types(annotation: Any) -> tuple[tuple[type, ...], bool] | None:
 def check_kwargs(key: str, fn: Callable[..., Any], kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
     """Check ``kwargs`` against ``fn``'s signature: names, required arguments, simple types and time strings."""
     sig = inspect.signature(fn)
+    target = fn.func if isinstance(fn, functools.partial) else fn
     try:
-        hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
     except Exception:  # unresolvable forward references: check names only
         hints = {}
     params = {

@@ -36,7 +36,7 @@ def tiny_overrides(data: Path, run_dir: Path, **extra: Any) -> list[str]:
         'callbacks': '{}', 'save_interval': '1ep',
     }
     base.update(extra)
-    return [f'{k}={v}' for k, v in base.items()]
+    return [f'{k}={"null" if v is None else v}' for k, v in base.items()]
 
 
 def tiny_config(data: Path, run_dir: Path, yaml: Path = DEFAULT_YAML, **extra: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from algorithms.distillation import (
     KD_LOSSES,
     KnowledgeDistillation,
     TeacherPool,
+    add_distillation_loss,
     kl_divergence_loss,
     load_teacher_weights,
     mse_logits_loss,
@@ -297,6 +298,27 @@ def test_teacher_forwards_only_inside_the_window(max_duration, num_batches, star
     assert kd.teacher_forwards == 3 * per_step
     assert [v for _, v in logs.data['kd/teachers_per_step']] == forwards
     assert 'loss/train/kd' in logs.data
+
+
+def test_one_draw_per_step_shared_by_microbatches():
+    log = []
+    kd = KnowledgeDistillation([Net(tag=i, log=log) for i in range(4)], pool_mode='random_1', seed=1)
+    recorder = StepRecorder(log)
+    trainer(student(), kd, '6ba', loader(6), callbacks=[recorder], device_train_microbatch_size=2).fit()
+    tags = [[tag for tag, _ in recorder.steps[b]] for b in range(6)]
+    assert all(len(t) == 2 and t[0] == t[1] for t in tags)  # 2 microbatches, the same teacher
+    assert len({t[0] for t in tags}) > 1  # but a new draw at each step
+    assert kd.teacher_forwards == 12
+
+
+def test_add_distillation_loss_keeps_task_entries():
+    kd = torch.tensor(2.0)
+    out = add_distillation_loss({'total': torch.tensor(3.0), 'ce': torch.tensor(2.5), 'aux': torch.tensor(0.5)},
+                                kd, 0.5)
+    assert {k: v.item() for k, v in out.items()} == {'total': 4.0, 'ce': 2.5, 'aux': 0.5, 'kd': 2.0}
+    out = add_distillation_loss({'a': torch.tensor([1.0, 3.0]), 'b': torch.tensor(1.0)}, kd, 2.0)
+    assert out['total'].item() == 7.0 and out['kd'].item() == 2.0
+    assert add_distillation_loss(torch.tensor(1.5), kd, 1.0)['ce'].item() == 1.5
 
 
 class MLMData(Dataset):

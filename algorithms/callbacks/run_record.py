@@ -4,8 +4,9 @@
 wall-clock since the start, evaluation excluded; checkpoint saving included), ``total_wct_s`` (everything since the
 start), ``eval_wct_s``, ``cpu_s`` (this process's CPU time) and ``metrics`` (``{'<evaluator>/<metric>': value}``).
 ``<folder>/summary.json`` is written when ``fit`` ends, with the same clocks and ``finished: true``.
-The clocks are saved in checkpoints, so a resumed run keeps counting where it left off, and record lines written
-after the checkpoint it resumes from (work the interrupted run lost) are dropped. Only global rank 0 writes.
+The clocks and the latest metrics are saved in checkpoints (:func:`checkpoint_record` reads them back), so a
+resumed run keeps counting where it left off, and record lines written after the checkpoint it resumes from (work
+the interrupted run lost) are dropped. Only global rank 0 writes.
 Benchmarks and reports read these files, and a teacher's ``summary.json`` gives the teacher's own training cost.
 """
 
@@ -21,8 +22,20 @@ from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from algorithms.checkpoint_loading import safe_load
+
 RECORD_FILE = 'record.jsonl'
 SUMMARY_FILE = 'summary.json'
+
+
+def checkpoint_record(path: str | os.PathLike) -> dict[str, Any]:
+    """What a checkpoint says of the run that wrote it: its clocks (``train_wct_s``, ``total_wct_s``, ...), ``step``
+    and its latest evaluation ``metrics``. This is how a teacher's own training cost and accuracy travel with it."""
+    state = safe_load(path)
+    records = state.get('state', {}).get('callbacks', {}).get(RunRecord.__qualname__)
+    if records is None:
+        raise ValueError(f'{path} has no run record (it was not written by a run with the RunRecord callback)')
+    return records
 
 
 def read_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
@@ -49,6 +62,7 @@ class RunRecord(Callback):
         self._eval_t0 = 0.0
         self._state: State | None = None
         self._resumed_step: int | None = None
+        self._last_metrics: dict[str, float] = {}
 
     # clocks ---------------------------------------------------------------------------------------------------
     def clocks(self) -> dict[str, float]:
@@ -101,7 +115,8 @@ class RunRecord(Callback):
     def _write_eval(self, state: State) -> None:
         if dist.get_global_rank() != 0:
             return
-        line = {**self._position(state), **self.clocks(), 'metrics': self._metrics(state)}
+        self._last_metrics = self._metrics(state)
+        line = {**self._position(state), **self.clocks(), 'metrics': self._last_metrics}
         with open(self.folder / RECORD_FILE, 'a') as f:
             f.write(json.dumps(line) + '\n')
 
@@ -121,8 +136,9 @@ class RunRecord(Callback):
     # checkpointing --------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         step = int(self._state.timestamp.batch) if self._state is not None else 0
-        return {**{k: v for k, v in self.clocks().items() if k in self._offsets}, 'step': step}
+        return {**self.clocks(), 'step': step, 'metrics': self._last_metrics}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._offsets = {k: float(state[k]) for k in self._offsets}
         self._resumed_step = int(state['step'])
+        self._last_metrics = dict(state.get('metrics', {}))

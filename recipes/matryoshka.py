@@ -1,0 +1,162 @@
+"""Matryoshka distillation: each generation of students, distilled from a pool, becomes the next generation's pool.
+
+    composer recipes/matryoshka.py -f yamls/fashion_mnist/matryoshka.yaml [dotted.key=value ...]
+
+A spec YAML names a student recipe, the starting pool (teacher checkpoints, each with the hyper-parameters its
+run used) and the number of generations. Generation g trains one student per pool member, with that member's
+hyper-parameters (as the seed did), distilled from the whole pool of generation g-1 by the student recipe's
+``knowledge_distillation`` settings; the students' final checkpoints are the next pool. ``<out_dir>/manifest.json``
+lists every checkpoint with its metrics and its own training wall-clock. A student that finished is not trained
+again and one that was interrupted resumes from its last checkpoint, so the command can simply be run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(REPO))
+
+from omegaconf import OmegaConf  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+
+from algorithms.callbacks import checkpoint_record  # noqa: E402
+from recipes.builders import launch, prepare  # noqa: E402
+from recipes.config import check_keys, check_type, load_config  # noqa: E402
+from recipes.errors import ConfigError  # noqa: E402
+
+log = logging.getLogger('recipes.matryoshka')
+SPEC_KEYS = {
+    'name': (str,), 'student_recipe': (str,), 'generations': (int,), 'pool': (list,), 'overrides': (dict,),
+    'out_dir': (str,),
+}
+MEMBER_KEYS = ('checkpoint', 'overrides')
+CHECKPOINT = 'checkpoints/latest-rank0.pt'
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read and validate a Matryoshka spec (paths in it are relative to the repository root, like recipes')."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f'-f: YAML file not found: {path}')
+    try:
+        cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or [])))
+        cfg.setdefault('overrides', {})
+        cfg.setdefault('out_dir', 'runs/${name}')
+        spec: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f'{path}: {str(e).splitlines()[0]}') from None
+    check_keys('', spec, SPEC_KEYS)
+    for key, types in SPEC_KEYS.items():
+        if key not in spec:
+            raise ConfigError(f"missing required key '{key}'")
+        check_type(key, spec[key], types)
+    if spec['generations'] < 1:
+        raise ConfigError(f"generations: expected a positive int, got {spec['generations']}")
+    if not spec['pool']:
+        raise ConfigError('pool: expected at least one teacher')
+    for i, member in enumerate(spec['pool']):
+        check_type(f'pool[{i}]', member, (dict,))
+        check_keys(f'pool[{i}]', member, MEMBER_KEYS)
+        if not isinstance(member.get('checkpoint'), str):
+            raise ConfigError(f"missing required key 'pool[{i}].checkpoint'")
+        member.setdefault('overrides', {})
+        check_type(f'pool[{i}].overrides', member['overrides'], (dict,))
+    if not (REPO / spec['student_recipe']).is_file() and not Path(spec['student_recipe']).is_file():
+        raise ConfigError(f"student_recipe: YAML file not found: {spec['student_recipe']}")
+    return spec
+
+
+def _dotlist(overrides: dict[str, Any]) -> list[str]:
+    return [f'{k}={json.dumps(v) if not isinstance(v, str) else v}' for k, v in overrides.items()]
+
+
+def student_config(spec: dict[str, Any], generation: int, index: int, pool: list[str]) -> dict[str, Any]:
+    """The config of student ``index`` of ``generation``: the recipe, the spec's overrides, then the member's."""
+    name = f"{spec['name']}-g{generation}-m{index}"
+    run_dir = f"{spec['out_dir']}/g{generation}/m{index}"
+    recipe = Path(spec['student_recipe'])
+    recipe = recipe if recipe.is_file() else REPO / recipe
+    cfg = load_config(recipe, [
+        *_dotlist(spec['overrides']), *_dotlist(spec['pool'][index]['overrides']),
+        f'run_name={name}', f'run_dir={run_dir}', f'save_folder={run_dir}/checkpoints', 'autoresume=true',
+    ])
+    kd = cfg['algorithms'].get('knowledge_distillation')
+    if kd is None:
+        raise ConfigError(f'student_recipe: {recipe} has no algorithms.knowledge_distillation section')
+    kd['teachers'] = list(pool)
+    return cfg
+
+
+def _entry(checkpoint: str, generation: int, index: int, teachers: list[str]) -> dict[str, Any]:
+    try:
+        record = checkpoint_record(checkpoint)
+    except (ValueError, AttributeError):  # a plain state dict: no record of how it was trained
+        record = {}
+    return {
+        'generation': generation, 'member': index, 'checkpoint': checkpoint, 'teachers': teachers,
+        'metrics': record.get('metrics', {}), 'train_wct_s': record.get('train_wct_s'),
+        'total_wct_s': record.get('total_wct_s'), 'step': record.get('step'),
+    }
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train every generation that is not finished yet; write and return the manifest."""
+    out = Path(spec['out_dir'])
+    pool = [m['checkpoint'] for m in spec['pool']]
+    for i, path in enumerate(pool):
+        if not Path(path).is_file():
+            raise ConfigError(f'pool[{i}].checkpoint: teacher checkpoint not found: {path}')
+    manifest: dict[str, Any] = {'name': spec['name'], 'generations': [[_entry(p, 0, i, []) for i, p in enumerate(pool)]]}
+    for g in range(1, spec['generations'] + 1):
+        configs = [student_config(spec, g, i, pool) for i in range(len(spec['pool']))]
+        if g == 1:  # every student's config is checked before the first one trains
+            for cfg in configs:
+                prepare(cfg)
+        students = []
+        for i, cfg in enumerate(configs):
+            summary = Path(cfg['run_dir']) / 'summary.json'
+            checkpoint = f"{cfg['run_dir']}/{CHECKPOINT}"
+            if summary.is_file() and json.loads(summary.read_text()).get('finished') and Path(checkpoint).is_file():
+                log.info('generation %d member %d: finished earlier, skipped (%s)', g, i, checkpoint)
+            else:
+                log.info('generation %d member %d: training %s', g, i, cfg['run_name'])
+                trainer = launch(prepare(cfg))
+                try:
+                    trainer.fit()
+                finally:
+                    trainer.close()
+            students.append(checkpoint)
+        manifest['generations'].append([_entry(p, g, i, pool) for i, p in enumerate(students)])
+        pool = students
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'manifest.json').write_text(json.dumps(manifest, indent=2) + '\n')
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-f', '--file', required=True, help='Matryoshka spec YAML')
+    parser.add_argument('overrides', nargs='*', help='dotted.key=value pairs merged over the spec')
+    args = parser.parse_args(argv)
+    try:
+        manifest = run(load_spec(args.file, args.overrides))
+    except ConfigError as e:
+        sys.stderr.write(f'error: {e}\n')
+        return 2
+    for generation in manifest['generations']:
+        for e in generation:
+            log.info('g%d m%d %s %s train %.1fs', e['generation'], e['member'], e['checkpoint'], e['metrics'],
+                     e['train_wct_s'] or 0.0)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Every recipe in yamls/ builds and trains a few batches on CPU, on tiny data written in its real format.
+
+Paths in the recipes (data folders, teacher checkpoints) are replaced by tiny stand-ins of the same kind: data in
+the dataset's on-disk format and teacher checkpoints of the teacher's architecture, so no recipe can rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from recipes.builders import launch, prepare
+from recipes.config import load_config
+from recipes.models import build_model
+from tests.tiny_data import write_cifar, write_fashion_mnist, write_imagefolder, write_mds
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p for p in (REPO / 'yamls').rglob('*.yaml') if 'matryoshka' not in p.name)
+
+
+@pytest.fixture(scope='module')
+def tiny_roots(tmp_path_factory) -> dict[str, Path]:
+    roots = {}
+    roots['fashion_mnist'] = tmp_path_factory.mktemp('fm')
+    write_fashion_mnist(roots['fashion_mnist'], n_train=16, n_test=8)
+    for name in ('cifar10', 'cifar100'):
+        roots[name] = tmp_path_factory.mktemp(name)
+        write_cifar(roots[name], name=name, n_train=16, n_test=8)
+    roots['imagenet_folder'] = tmp_path_factory.mktemp('folder')
+    for split in ('train', 'val'):
+        write_imagefolder(roots['imagenet_folder'], n_per_class=4, classes=2, size=40, split=split)
+    roots['imagenet_mds'] = tmp_path_factory.mktemp('mds')
+    for split in ('train', 'val'):
+        write_mds(roots['imagenet_mds'], split=split, n=8, size=40)
+    return roots
+
+
+def tiny_teacher(model_cfg: dict, path: Path, accuracy: float) -> str:
+    """A checkpoint of the teacher's architecture, shaped like a Composer checkpoint with a run record."""
+    model = build_model(**model_cfg)
+    record = {'metrics': {'eval/MulticlassAccuracy': accuracy}, 'train_wct_s': 1.0}
+    torch.save({'state': {'model': model.state_dict(), 'callbacks': {'RunRecord': record}}}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize('recipe', RECIPES, ids=lambda p: str(p.relative_to(REPO / 'yamls')))
+def test_recipe_builds_and_trains(recipe: Path, tiny_roots, tmp_path):
+    cfg = load_config(recipe, [
+        f'run_dir={tmp_path / "run"}', 'save_folder=null', 'autoresume=false', 'precision=fp32',
+        'device_train_microbatch_size=null', 'global_train_batch_size=4', 'global_eval_batch_size=4',
+        'max_duration=2ba', 'eval_interval=2ba', 'progress_bar=false', 'callbacks={}',
+    ])
+    for key in ('train_loader', 'eval_loader'):
+        loader = cfg[key]
+        loader.update(path=str(tiny_roots[loader['dataset']]), num_workers=0, persistent_workers=False)
+        if 'image_size' in loader:
+            loader['image_size'] = 32
+    kd = cfg['algorithms'].get('knowledge_distillation')
+    if kd is not None:
+        specs = []
+        for i, spec in enumerate(kd['teachers']):
+            spec = {'checkpoint': spec} if isinstance(spec, str) else dict(spec)
+            spec['checkpoint'] = tiny_teacher(spec.get('model') or cfg['model'], tmp_path / f't{i}.pt', 0.5 + i / 10)
+            specs.append(spec)
+        kd['teachers'] = specs
+    run = prepare(cfg)
+    trainer = launch(run)
+    trainer.fit()
+    trainer.close()
+    assert int(trainer.state.timestamp.batch) == 2
+    loss = trainer.state.loss
+    total = loss['total'] if isinstance(loss, dict) else loss
+    assert math.isfinite(float(total))
+    records = (tmp_path / 'run' / 'record.jsonl').read_text().splitlines()
+    assert len(records) == 1
+    if kd is not None:
+        algo = next(a for a in trainer.state.algorithms if type(a).__name__ == 'KnowledgeDistillation')
+        expected = {'all': len(specs), 'random_1': 1}.get(kd.get('pool_mode', 'all'), kd.get('k'))
+        start, end = (float(kd.get(k, d).removesuffix('dur')) for k, d in (('start', '0dur'), ('end', '1dur')))
+        steps_in_window = sum(start <= step / 2 < end for step in range(2))  # progress of steps 0 and 1 of 2
+        assert algo.teacher_forwards == steps_in_window * expected
+        if start <= 0.5 < end:  # the last step distilled: its loss carries the KD term
+            assert isinstance(loss, dict) and {'total', 'ce', 'kd'} <= set(loss)
+        else:
+            assert isinstance(loss, torch.Tensor)
