@@ -99,6 +99,14 @@ def _parse_time(value: Union[str, Time], name: str) -> Time:
     return time
 
 
+def _uses_channels_last(model: nn.Module) -> bool:
+    """Whether the model's first 4-d (convolution) weight is stored channels-last."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
 class KnowledgeDistillation(Algorithm):
     """Distil a pool of frozen teachers into the student: ``L = kd_loss_weight * L_kd + L_task``.
 
@@ -197,8 +205,11 @@ class KnowledgeDistillation(Algorithm):
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.FIT_START:
+            channels_last = _uses_channels_last(state.model)
             for teacher in self.pool.teachers:
                 state.device.module_to_device(teacher)
+                if channels_last:  # match the student's memory format (e.g. after Composer's ChannelsLast)
+                    teacher.to(memory_format=torch.channels_last)
                 teacher.eval()
             return
 
