@@ -35,13 +35,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    # Quiet until the config is valid, so that a bad config prints its one error line and nothing else.
+    logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     args = parse_args(argv)
     try:
         run = prepare(load_config(args.file, args.overrides))
     except ConfigError as e:
         sys.stderr.write(f'error: {e}\n')
         return 2
+    logging.getLogger().setLevel(logging.INFO)
     trainer = launch(run)
     try:
         trainer.fit()

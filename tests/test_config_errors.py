@@ -76,5 +76,6 @@ def test_cli_exit_status_and_message(tmp_path, fmnist_root):
             f'train_loader.path={fmnist_root}', f'eval_loader.path={fmnist_root}']
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: max_duration: malformed duration '1fortnight'")
+    assert proc.stderr.strip().startswith("error: max_duration: malformed duration '1fortnight'")
+    assert '\n' not in proc.stderr.strip()
     assert not (tmp_path / 'r').exists()
