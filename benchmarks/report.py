@@ -1,6 +1,6 @@
 """A wall-clock-vs-accuracy report built only from run records (config.yaml, record.jsonl, summary.json, manifests).
 
-    .venv/bin/python -m benchmarks.report --runs runs/study-fashion_mnist \\
+    .venv/bin/python -m benchmarks.report --runs runs/study \\
         --study benchmarks/studies/fashion_mnist.yaml --out benchmarks/results/fashion_mnist
 
 Writes ``<out>/report.md`` (tables 5.3-5.6, teacher choice, pools, Matryoshka, findings, the machine), the plots

@@ -26,6 +26,12 @@ from recipes.data import build_dataloader, check_data
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = 'config.yaml'
+# Top-level config keys passed to composer.Trainer under the same name.
+TRAINER_KEYS = (
+    'run_name', 'seed', 'max_duration', 'eval_interval', 'precision', 'device', 'device_train_microbatch_size',
+    'save_folder', 'save_interval', 'save_num_checkpoints_to_keep', 'autoresume', 'load_path', 'load_weights_only',
+    'progress_bar', 'log_to_console', 'console_log_interval',
+)
 
 
 @dataclass
@@ -59,30 +65,9 @@ def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) 
     record = RunRecord(cfg['run_dir'])
     callbacks += [record, NonFiniteLossGuard(), *(extra_callbacks or [])]
     kwargs = dict(
-        model=model,
-        optimizers=optimizer,
-        schedulers=schedulers,
-        algorithms=algorithms,
-        callbacks=callbacks,
-        loggers=loggers,
-        run_name=cfg['run_name'],
-        seed=cfg['seed'],
-        max_duration=cfg['max_duration'],
-        eval_interval=cfg['eval_interval'],
-        precision=cfg['precision'],
-        device=cfg['device'],
-        device_train_microbatch_size=cfg['device_train_microbatch_size'],
-        step_schedulers_every_batch=True,
-        save_folder=cfg['save_folder'],
-        save_interval=cfg['save_interval'],
-        save_num_checkpoints_to_keep=cfg['save_num_checkpoints_to_keep'],
-        save_overwrite=not cfg['autoresume'],
-        autoresume=cfg['autoresume'],
-        load_path=cfg['load_path'],
-        load_weights_only=cfg['load_weights_only'],
-        progress_bar=cfg['progress_bar'],
-        log_to_console=cfg['log_to_console'],
-        console_log_interval=cfg['console_log_interval'],
+        model=model, optimizers=optimizer, schedulers=schedulers, algorithms=algorithms, callbacks=callbacks,
+        loggers=loggers, step_schedulers_every_batch=True, save_overwrite=not cfg['autoresume'],
+        **{key: cfg[key] for key in TRAINER_KEYS},
     )
     return PreparedRun(cfg=cfg, trainer_kwargs=kwargs, run_record=record)
 
