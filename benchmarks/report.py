@@ -72,8 +72,10 @@ def render(a: Analysis, tables: list[Table], findings: list[Finding], machines: 
            f'Generated {now.get("date", "")} with `{cmd}`; regenerate it from the records committed beside it with',
            '', '```', regen, '```', '',
            f'Runs: {len(a.results)} with records ({n_done} finished). '
-           + (f'Not run yet: {", ".join(a.missing)}.' if a.missing else 'Every run of the study has records.'),
-           '', '## Target and rules', '']
+           + (f'Not run yet: {", ".join(a.missing)}.' if a.missing else 'Every run of the study has records.'), '']
+    if s.description:
+        out += ['## Notes from the study', '', s.description.strip(), '']
+    out += ['## Target and rules', '']
     if a.target is not None:
         out.append(f'- **Target**: the final {s.metric} of the baseline `{s.baseline}`, **{100 * a.target:.2f}%**; '
                    f'**baseline time** = its training wall-clock at its last evaluation, **{a.baseline_s:.1f} s** '

@@ -85,6 +85,7 @@ class Study:
     metric: str = 'eval/MulticlassAccuracy'
     overrides: dict[str, Any] = field(default_factory=dict)
     path: Optional[Path] = None
+    description: str = ''  # free text shown in the report (e.g. the conditions the runs ran under)
 
     def run(self, name: str) -> StudyRun:
         for r in self.runs:
@@ -192,7 +193,7 @@ def load_study(path: str | os.PathLike, runs_root: Optional[str] = None,
     study = Study(
         name=data['name'], runs_root=runs_root or data.get('runs_root') or f"runs/study-{data['name']}",
         baseline=data['baseline'], runs=runs, metric=data.get('metric', 'eval/MulticlassAccuracy'),
-        overrides={**common, **(overrides or {})}, path=path,
+        overrides={**common, **(overrides or {})}, path=path, description=str(data.get('description') or ''),
     )
     check_study(study)
     return study

@@ -279,6 +279,11 @@ def test_report_writes_markdown_plots_numbers_and_copies_records(synthetic, tmp_
     assert f'--runs {out}/runs --study {study} --out {out}' in md  # the regeneration command
     assert 'interpolated linearly' in md and '## Findings' in md and 'Table 5.6' in md
     assert 'TestCPU' in md  # the machine the study driver recorded
+    assert '## Notes from the study' not in md  # the synthetic study has no description
+    study.write_text(study.read_text() + 'description: teacher-b ran while another job shared the CPU\n')
+    assert main(['--runs', str(root), '--study', str(study), '--out', str(tmp_path / 'out2')]) == 0
+    assert '## Notes from the study\n\nteacher-b ran while another job shared the CPU' in (
+        tmp_path / 'out2' / 'report.md').read_text()
     assert 'not reached' in md and 'never-run' in md
     for png in ('accuracy_vs_time.png', 'accuracy_vs_time_with_teachers.png'):
         data = (out / png).read_bytes()
