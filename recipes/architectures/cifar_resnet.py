@@ -9,6 +9,8 @@ Blocks return a plain tensor; features for distillation are taken by forward hoo
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -90,46 +92,24 @@ _NARROW = [16, 16, 32, 64]
 _WIDE = [32, 64, 128, 256]
 
 
-def resnet8(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    """ResNet-8, widths 16-16-32-64 (about 78k parameters with 10 classes)."""
-    return CifarResNet(8, _NARROW, num_classes, in_channels)
+def _builder(depth: int, widths: list[int], doc: str) -> Callable[..., CifarResNet]:
+    """A named builder ``(num_classes=10, in_channels=3) -> CifarResNet`` for one depth and width."""
+
+    def build(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+        return CifarResNet(depth, widths, num_classes, in_channels)
+
+    build.__name__ = build.__qualname__ = f'resnet{depth}' + ('x4' if widths is _WIDE else '')
+    build.__doc__ = doc
+    return build
 
 
-def resnet14(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    """ResNet-14, widths 16-16-32-64."""
-    return CifarResNet(14, _NARROW, num_classes, in_channels)
-
-
-def resnet20(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    """ResNet-20, widths 16-16-32-64 (about 0.27M parameters)."""
-    return CifarResNet(20, _NARROW, num_classes, in_channels)
-
-
-def resnet32(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    """ResNet-32, widths 16-16-32-64."""
-    return CifarResNet(32, _NARROW, num_classes, in_channels)
-
-
-def resnet44(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    """ResNet-44, widths 16-16-32-64."""
-    return CifarResNet(44, _NARROW, num_classes, in_channels)
-
-
-def resnet56(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    """ResNet-56, widths 16-16-32-64."""
-    return CifarResNet(56, _NARROW, num_classes, in_channels)
-
-
-def resnet110(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    """ResNet-110, widths 16-16-32-64."""
-    return CifarResNet(110, _NARROW, num_classes, in_channels)
-
-
-def resnet8x4(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    """ResNet-8x4, widths 32-64-128-256 (RepDistiller's student for resnet32x4)."""
-    return CifarResNet(8, _WIDE, num_classes, in_channels)
-
-
-def resnet32x4(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    """ResNet-32x4, widths 32-64-128-256 (about 7.43M parameters with 100 classes; RepDistiller's teacher)."""
-    return CifarResNet(32, _WIDE, num_classes, in_channels)
+resnet8 = _builder(8, _NARROW, 'ResNet-8, widths 16-16-32-64 (about 78k parameters with 10 classes).')
+resnet14 = _builder(14, _NARROW, 'ResNet-14, widths 16-16-32-64.')
+resnet20 = _builder(20, _NARROW, 'ResNet-20, widths 16-16-32-64 (about 0.27M parameters).')
+resnet32 = _builder(32, _NARROW, 'ResNet-32, widths 16-16-32-64.')
+resnet44 = _builder(44, _NARROW, 'ResNet-44, widths 16-16-32-64.')
+resnet56 = _builder(56, _NARROW, 'ResNet-56, widths 16-16-32-64.')
+resnet110 = _builder(110, _NARROW, 'ResNet-110, widths 16-16-32-64.')
+resnet8x4 = _builder(8, _WIDE, "ResNet-8x4, widths 32-64-128-256 (RepDistiller's student for resnet32x4).")
+resnet32x4 = _builder(32, _WIDE, "ResNet-32x4, widths 32-64-128-256 (about 7.43M parameters with 100 classes; "
+                      "RepDistiller's teacher).")
