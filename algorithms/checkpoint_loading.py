@@ -24,9 +24,18 @@ SAFE_GLOBALS: list[Any] = [
 ]
 
 
-def safe_load(path: str | os.PathLike, map_location: Any = 'cpu') -> Any:
-    """``torch.load(path, weights_only=True)`` with the allowlist above; a clear error if the file is missing."""
+def safe_load(path: str | os.PathLike, map_location: Any = 'cpu', mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` with the allowlist above; a clear error if the file is missing.
+
+    ``mmap=True`` maps the tensors instead of reading them (cheap, to check a file); a file in torch's legacy
+    (non-zip) format is then read normally."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     with torch.serialization.safe_globals(SAFE_GLOBALS):
+        if mmap:
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if 'zipfile' not in str(e):
+                    raise
         return torch.load(path, map_location=map_location, weights_only=True)

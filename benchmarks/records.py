@@ -11,25 +11,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from composer.core import Time, TimeUnit
+
+from algorithms.callbacks.run_record import CONFIG_FILE, RECORD_FILE, SUMMARY_FILE, read_records
+from algorithms.time_strings import parse_time
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = 'config.yaml'
-RECORD_FILE = 'record.jsonl'
-SUMMARY_FILE = 'summary.json'
 MANIFEST_FILE = 'manifest.json'
 MACHINE_FILE = 'machine.json'
 SMALL_FILES = (CONFIG_FILE, RECORD_FILE, SUMMARY_FILE, MANIFEST_FILE, MACHINE_FILE)
 KD_KEY = 'knowledge_distillation'
-_DURATION = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*(ep|ba|sp|tok|dur)\s*$')
-_UNIT_ORDER = {'dur': 0, 'tok': 1, 'sp': 2, 'ba': 3, 'ep': 4}
+_UNIT_ORDER = {TimeUnit.DURATION: 0, TimeUnit.TOKEN: 1, TimeUnit.SAMPLE: 2, TimeUnit.BATCH: 3, TimeUnit.EPOCH: 4}
+
+
+def _time(value: Any) -> Optional[Time]:
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
 
 
 def normalize_path(path: str | os.PathLike) -> str:
@@ -44,22 +50,22 @@ def checkpoint_run_dir(checkpoint: str | os.PathLike) -> str:
 
 def duration_key(duration: str) -> tuple[int, float, str]:
     """A sort key for Composer duration strings (``1ep`` < ``2ep`` < ``10ep``; units grouped)."""
-    m = _DURATION.match(str(duration))
-    if not m:
+    t = _time(duration)
+    if t is None:
         return (99, 0.0, str(duration))
-    return (_UNIT_ORDER[m.group(2)], float(m.group(1)), str(duration))
+    return (_UNIT_ORDER.get(t.unit, 98), float(t.value), str(duration))
 
 
 def duration_fraction(value: Any, max_duration: str) -> Optional[float]:
     """``value`` (e.g. ``0.3dur``, or ``1ep`` of a ``3ep`` run) as a fraction of ``max_duration``; ``None`` if the
     units differ."""
-    m, total = _DURATION.match(str(value)), _DURATION.match(str(max_duration))
-    if not m:
+    t, total = _time(value), _time(max_duration)
+    if t is None:
         return None
-    if m.group(2) == 'dur':
-        return float(m.group(1))
-    if total and total.group(2) == m.group(2) and float(total.group(1)) > 0:
-        return float(m.group(1)) / float(total.group(1))
+    if t.unit == TimeUnit.DURATION:
+        return float(t.value)
+    if total is not None and total.unit == t.unit and total.value > 0:
+        return float(t.value) / float(total.value)
     return None
 
 
@@ -69,22 +75,6 @@ def _read_json(path: Path) -> Optional[dict[str, Any]]:
     except (OSError, json.JSONDecodeError) as e:
         log.warning('cannot read %s: %s', path, e)
         return None
-
-
-def read_evals(folder: Path) -> list[dict[str, Any]]:
-    """The evaluation lines of ``<folder>/record.jsonl`` (a torn last line is skipped with a warning)."""
-    path = folder / RECORD_FILE
-    if not path.is_file():
-        return []
-    evals = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            evals.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning('%s line %d is not JSON; skipped', path, i + 1)
-    return evals
 
 
 def is_finished(folder: str | os.PathLike) -> bool:
@@ -127,7 +117,11 @@ class RunFiles:
 
     @property
     def teacher_checkpoints(self) -> list[str]:
-        """The checkpoint paths of the run's teachers (``path`` or ``{checkpoint: path, ...}`` items)."""
+        """The checkpoint paths of the run's teachers, whatever algorithm used them, as its run record lists them;
+        for records written before the record listed them, the KD section's ``teachers`` of the config."""
+        for source in (self.summary, *(self.evals[-1:] or [None])):
+            if source and isinstance(source.get('teachers'), list):
+                return [str(t) for t in source['teachers']]
         if self.kd is None:
             return []
         out = []
@@ -165,7 +159,7 @@ def load_run(folder: Path, key: str) -> Optional[RunFiles]:
         log.warning('cannot read %s: %s', folder / CONFIG_FILE, e)
         return None
     summary = _read_json(folder / SUMMARY_FILE) if (folder / SUMMARY_FILE).is_file() else None
-    return RunFiles(key=key, folder=folder, config=config, evals=read_evals(folder), summary=summary)
+    return RunFiles(key=key, folder=folder, config=config, evals=read_records(folder), summary=summary)
 
 
 def _walk(root: Path, name: str) -> list[Path]:

@@ -31,6 +31,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from benchmarks.records import MACHINE_FILE, MANIFEST_FILE, is_finished
+from recipes.cli import dotlist, format_value
 from benchmarks.study_spec import REPO, Study, StudyError, StudyRun, load_study, stages, with_dependencies
 
 log = logging.getLogger('benchmarks.study')
@@ -38,15 +39,6 @@ KD_TEACHERS = 'algorithms.knowledge_distillation.teachers'
 ENTRY_POINTS = {'train': 'recipes/train.py', 'matryoshka': 'recipes/matryoshka.py'}
 Runner = Callable[[StudyRun, list[str]], None]
 """Trains one study run, given the ``key=value`` overrides its command line would carry."""
-
-
-def format_value(value: Any) -> str:
-    """A value as the right-hand side of a ``key=value`` override (strings as they are, the rest as JSON/YAML)."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _dotlist(overrides: dict[str, Any]) -> list[str]:
-    return [f'{k}={format_value(v)}' for k, v in overrides.items()]
 
 
 def resolve_yaml(path: str) -> Path:
@@ -67,7 +59,7 @@ def run_overrides(study: Study, run: StudyRun) -> list[str]:
     """The ``key=value`` overrides that make ``run`` a member of ``study``: the study's common overrides, the run's,
     then its teachers and its folders (these last ones always win)."""
     if run.kind == 'train':
-        args = _dotlist({**study.overrides, **run.overrides})
+        args = dotlist({**study.overrides, **run.overrides})
         if run.teachers:
             args.append(f'{KD_TEACHERS}={format_value([study.checkpoint(t) for t in run.teachers])}')
         run_dir = study.run_dir(run.name)

@@ -18,14 +18,18 @@ from composer.core import Callback
 from composer.utils import dist, reproducibility
 
 from algorithms.callbacks import NonFiniteLossGuard, RunRecord
+from algorithms.callbacks.run_record import CONFIG_FILE
+from algorithms.feature_taps import resolve_module
 from recipes import models, registry
 from recipes.algorithm_factories import algorithm_table
-from recipes.checkpoint_safety import use_weights_only_checkpoint_loading
+from recipes.checkpoint_safety import check_checkpoint, use_weights_only_checkpoint_loading
 from recipes.config import validate_top_level
-from recipes.data import build_dataloader, check_data
+from recipes.data import build_dataloader, check_data, dataset_info
+from recipes.errors import ConfigError
+from recipes.teachers import TeacherRegistry
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = 'config.yaml'
+
 # Top-level config keys passed to composer.Trainer under the same name.
 TRAINER_KEYS = (
     'run_name', 'seed', 'max_duration', 'eval_interval', 'precision', 'device', 'device_train_microbatch_size',
@@ -40,7 +44,6 @@ class PreparedRun:
 
     cfg: dict[str, Any]
     trainer_kwargs: dict[str, Any]
-    run_record: RunRecord
 
     @property
     def run_dir(self) -> Path:
@@ -50,26 +53,55 @@ class PreparedRun:
 def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) -> PreparedRun:
     """Validate ``cfg`` (as returned by :func:`recipes.config.load_config`) and build what needs no data or files."""
     validate_top_level(cfg, dist.get_world_size())
-    check_data(cfg['train_loader'], 'train_loader')
-    if cfg['eval_loader'] is not None:
-        check_data(cfg['eval_loader'], 'eval_loader')
+    loaders = [key for key in ('train_loader', 'eval_loader') if cfg[key] is not None]
+    for key in loaders:
+        check_data(cfg[key], key)
+        check_model_fits_data(cfg['model'], cfg[key], key)
+    if cfg['load_path'] is not None and '://' not in cfg['load_path']:
+        check_checkpoint('load_path', cfg['load_path'])
     reproducibility.seed_all(cfg['seed'])  # the model's initial weights depend on the seed, not on what ran before
     model = models.build_model(**cfg['model'])
     optimizer = registry.build_named('optimizer', registry.OPTIMIZERS, cfg['optimizer'], model.parameters())
     schedulers = []
     if cfg['scheduler'] is not None:
         schedulers.append(registry.build_named('scheduler', registry.SCHEDULERS, cfg['scheduler']))
-    algorithms = registry.build_by_name('algorithms', algorithm_table(cfg), cfg['algorithms'])
+    teachers = TeacherRegistry(default_model=cfg['model'])
+    algorithms = registry.build_by_name('algorithms', algorithm_table(teachers), cfg['algorithms'])
+    check_student_features(model, algorithms)
     callbacks = registry.build_by_name('callbacks', registry.CALLBACKS, cfg['callbacks'])
     loggers = registry.build_by_name('loggers', registry.LOGGERS, cfg['loggers'])
-    record = RunRecord(cfg['run_dir'])
-    callbacks += [record, NonFiniteLossGuard(), *(extra_callbacks or [])]
+    callbacks += [RunRecord(cfg['run_dir'], teachers=teachers.checkpoints), NonFiniteLossGuard(),
+                  *(extra_callbacks or [])]
     kwargs = dict(
         model=model, optimizers=optimizer, schedulers=schedulers, algorithms=algorithms, callbacks=callbacks,
         loggers=loggers, step_schedulers_every_batch=True, save_overwrite=not cfg['autoresume'],
         **{key: cfg[key] for key in TRAINER_KEYS},
     )
-    return PreparedRun(cfg=cfg, trainer_kwargs=kwargs, run_record=record)
+    return PreparedRun(cfg=cfg, trainer_kwargs=kwargs)
+
+
+def check_model_fits_data(model_cfg: dict[str, Any], loader_cfg: dict[str, Any], key: str) -> None:
+    """A ConfigError if the model's ``num_classes`` or ``in_channels`` (given or default) differ from what the
+    dataset of ``loader_cfg`` gives; models without such an option are not checked."""
+    options = models.model_options(model_cfg.get('name'))
+    info = dataset_info(loader_cfg)
+    for option in ('num_classes', 'in_channels'):
+        if option not in options or option not in info:
+            continue
+        value = model_cfg.get(option, options[option])
+        if value != info[option]:
+            raise ConfigError(f"model.{option}: {value} does not fit {key}.dataset {loader_cfg['dataset']!r}, "
+                              f'which has {info[option]}; set model.{option}={info[option]}')
+
+
+def check_student_features(model: Any, algorithms: list[Any]) -> None:
+    """A ConfigError if an algorithm taps a student module (``student_features``) that the model lacks."""
+    for algorithm in algorithms:
+        for name in getattr(algorithm, 'student_features', ()):
+            try:
+                resolve_module(model, name)
+            except KeyError as e:
+                raise ConfigError(f'algorithms.{type(algorithm).__name__}: student feature {e.args[0]}') from None
 
 
 def launch(run: PreparedRun) -> Trainer:

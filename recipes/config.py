@@ -12,13 +12,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
 from composer.core import Time
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from algorithms.time_strings import parse_time
 from recipes.errors import ConfigError
 
-REQUIRED = object()
+REQUIRED = object()  # the default of a key that must be given
 
 # key: (allowed types, default). ``dict`` sections are validated by their own builders.
 TOP_LEVEL: dict[str, tuple[tuple[type, ...], Any]] = {
@@ -55,7 +57,7 @@ PRECISIONS = ('fp32', 'amp_fp16', 'amp_bf16')
 DEVICES = ('cpu', 'gpu', 'mps')
 
 
-def _type_names(types: tuple[type, ...]) -> str:
+def type_names(types: tuple[type, ...]) -> str:
     return ' or '.join('null' if t is type(None) else t.__name__ for t in types)
 
 
@@ -68,20 +70,16 @@ def check_type(key: str, value: Any, types: tuple[type, ...]) -> None:
     else:
         ok = isinstance(value, types)
     if not ok:
-        raise ConfigError(f'{key}: expected {_type_names(types)}, got {type(value).__name__} {value!r}')
+        raise ConfigError(f'{key}: expected {type_names(types)}, got {type(value).__name__} {value!r}')
 
 
-def check_time(key: str, value: Any) -> Time:
-    """Parse a Composer time string such as ``90ep``, ``70000ba``, ``286720000sp`` or ``0.3dur``; name ``key`` if bad."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Time.from_input(value, 'ep')
+def check_time(key: str, value: Any, allow_zero: bool = True) -> Time:
+    """Parse a Composer time string such as ``90ep``, ``70000ba``, ``286720000sp`` or ``0.3dur``; name ``key`` if bad
+    (:func:`algorithms.time_strings.parse_time`, the project's one parser)."""
     try:
-        return Time.from_timestring(str(value))
-    except (ValueError, TypeError):
-        raise ConfigError(
-            f"{key}: malformed duration {value!r}; expected a number with a unit: ep, ba, sp, tok or dur "
-            "(e.g. '90ep', '70000ba', '286720000sp', '0.3dur')",
-        ) from None
+        return parse_time(value, key, allow_zero=allow_zero)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_keys(key: str, section: dict, allowed: Any) -> None:
@@ -123,9 +121,20 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     return resolved  # type: ignore[return-value]
 
 
+def load_yaml(path: Path) -> Any:
+    """``OmegaConf.load(path)``; a YAML syntax error becomes one ConfigError line with the file, line and column."""
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        where = f'{path}:{mark.line + 1}:{mark.column + 1}' if mark is not None else str(path)
+        problem = getattr(e, 'problem', None) or str(e).splitlines()[0]
+        raise ConfigError(f'{where}: YAML syntax error: {problem}') from None
+
+
 def _load_with_base(path: Path, seen: tuple[Path, ...]) -> DictConfig:
     """Load ``path``; if it names ``base: other.yaml`` (relative to itself), merge it over that file."""
-    cfg = OmegaConf.load(path)
+    cfg = load_yaml(path)
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f'{path}: expected a mapping at the top level, got a list')
     if 'base' not in cfg:
@@ -146,7 +155,7 @@ def validate_top_level(cfg: dict[str, Any], world_size: int) -> None:
     for key, (types, _) in TOP_LEVEL.items():
         check_type(key, cfg[key], types)
     for key in TIME_KEYS:
-        check_time(key, cfg[key])
+        check_time(key, cfg[key], allow_zero=key != 'max_duration')
     if cfg['precision'] not in PRECISIONS:
         raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
     if cfg['device'] is not None and cfg['device'] not in DEVICES:

@@ -5,8 +5,11 @@
       path: data               # the folder `python -m recipes.prepare_data` (`make data`) fills
       split: train
 
-``check_data`` validates such a config without reading data; ``build_dataloader`` builds a distributed-aware
-``DataLoader`` (``batch_size`` is per rank). The option keys, their types and defaults are in ``DATASET_OPTIONS``.
+Datasets register by name in ``DATASETS`` (:func:`register_dataset`): a :class:`DatasetSpec` holds the option keys
+with their types and defaults, what the data gives a model (classes, channels, input shape: a model that does not
+fit is refused before anything starts), the files it needs, and its builder. A text dataset with its own collate
+function registers the same way as an image one. ``check_data`` validates a loader config without reading data;
+``build_dataloader`` builds a distributed-aware ``DataLoader`` (``batch_size`` is per rank).
 
 CIFAR is read by ``CifarPickle`` (below), not by torchvision's ``CIFAR10``/``CIFAR100``: those refuse any file whose
 md5 differs from the published archive, so they cannot read the small same-format files tests write. ``CifarPickle``
@@ -20,6 +23,7 @@ import logging
 import os
 import pickle
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,15 +33,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
+from recipes.config import REQUIRED, check_type
 from recipes.errors import ConfigError
 
-__all__ = ['DATASET_OPTIONS', 'DATASET_INFO', 'CifarPickle', 'check_data', 'build_dataset', 'build_dataloader',
-           'resolve_options']
+__all__ = ['DATASETS', 'DATASET_OPTIONS', 'DatasetSpec', 'register_dataset', 'CifarPickle', 'check_data',
+           'build_dataset', 'build_dataloader', 'resolve_options', 'dataset_info']
 
 log = logging.getLogger(__name__)
 
-REQUIRED = object()  # default of an option that must be given
 NoneType = type(None)
+Options = dict[str, tuple[tuple[type, ...], Any]]
 
 # Options every dataset takes: key -> (allowed types, default). A default of None for augment/shuffle/drop_last
 # means "True for the train split, False otherwise"; for pin_memory, "True when CUDA is available".
@@ -56,24 +61,6 @@ _COMMON: dict[str, tuple[tuple[type, ...], Any]] = {
 _TORCHVISION = {**_COMMON, 'download': ((bool,), False)}
 _IMAGENET = {**_COMMON, 'path': ((str,), REQUIRED), 'image_size': ((int,), 224)}
 
-DATASET_OPTIONS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
-    'fashion_mnist': _TORCHVISION,
-    'cifar10': _TORCHVISION,
-    'cifar100': _TORCHVISION,
-    'imagenet_folder': _IMAGENET,
-    'imagenet_mds': _IMAGENET,
-}
-"""For each dataset name, its option keys -> (allowed types, default); ``REQUIRED`` marks a key without default."""
-
-DATASET_INFO: dict[str, dict[str, Any]] = {
-    'fashion_mnist': {'num_classes': 10, 'in_channels': 1, 'splits': ('train', 'test', 'val')},
-    'cifar10': {'num_classes': 10, 'in_channels': 3, 'splits': ('train', 'test', 'val')},
-    'cifar100': {'num_classes': 100, 'in_channels': 3, 'splits': ('train', 'test', 'val')},
-    'imagenet_folder': {'num_classes': 1000, 'in_channels': 3, 'splits': ('train', 'val')},
-    'imagenet_mds': {'num_classes': 1000, 'in_channels': 3, 'splits': ('train', 'val')},
-}
-"""Nominal classes and channels of each dataset (a model's ``num_classes``/``in_channels`` should match), splits."""
-
 _MEAN_STD = {
     'fashion_mnist': ((0.2860,), (0.3530,)),
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -88,31 +75,25 @@ _CIFAR_LAYOUT = {
 }
 
 
-def _type_names(types: tuple[type, ...]) -> str:
-    return ' or '.join('null' if t is NoneType else t.__name__ for t in types)
-
-
 def resolve_options(cfg: Mapping[str, Any], key: str = 'loader') -> dict[str, Any]:
     """``cfg`` checked (names, option keys, types, split) and completed with the defaults; raises ConfigError."""
     name = cfg.get('dataset')
-    if not isinstance(name, str) or name not in DATASET_OPTIONS:
-        raise ConfigError(f'{key}.dataset: unknown dataset {name!r}; allowed: {", ".join(DATASET_OPTIONS)}')
-    spec = DATASET_OPTIONS[name]
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ConfigError(f'{key}.dataset: unknown dataset {name!r}; allowed: {", ".join(DATASETS)}')
+    dataset = DATASETS[name]
+    spec = dataset.options
     opts: dict[str, Any] = {}
     for opt, value in cfg.items():
         if opt not in spec:
             raise ConfigError(f'{key}.{opt}: unknown option for dataset {name!r}; allowed: {", ".join(spec)}')
-        types = spec[opt][0]
-        # bool is a subclass of int: reject True where an int is expected.
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ConfigError(f'{key}.{opt}: expected {_type_names(types)}, got {value!r}')
+        check_type(f'{key}.{opt}', value, spec[opt][0])
         opts[opt] = value
     for opt, (_, default) in spec.items():
         if opt not in opts:
             if default is REQUIRED:
                 raise ConfigError(f'{key}.{opt}: required for dataset {name!r}')
             opts[opt] = default
-    splits = DATASET_INFO[name]['splits']
+    splits = dataset.splits
     if opts['split'] not in splits:
         raise ConfigError(f'{key}.split: unknown split {opts["split"]!r} for {name!r}; allowed: {", ".join(splits)}')
     for opt, least in (('subset', 1), ('num_workers', 0), ('image_size', 1)):
@@ -127,30 +108,30 @@ def resolve_options(cfg: Mapping[str, Any], key: str = 'loader') -> dict[str, An
     return opts
 
 
-def _expected_files(name: str, path: Path, split: str) -> list[Path]:
-    """The files or folders that must exist for ``name``/``split`` under ``path``."""
-    if name == 'fashion_mnist':
-        return [path / 'FashionMNIST' / 'raw' / f for f in _FMNIST_FILES]
-    if name in _CIFAR_LAYOUT:
+def _fmnist_files(path: Path, split: str) -> list[Path]:
+    return [path / 'FashionMNIST' / 'raw' / f for f in _FMNIST_FILES]
+
+
+def _cifar_files(name: str) -> Callable[[Path, str], list[Path]]:
+    def files(path: Path, split: str) -> list[Path]:
         folder, train, test, meta = _CIFAR_LAYOUT[name]
         return [path / folder / f for f in (train if split == 'train' else test) + [meta]]
-    if name == 'imagenet_folder':
-        return [path / split]
-    return [path / split / 'index.json']
+    return files
 
 
 def check_data(cfg: Mapping[str, Any], key: str) -> None:
     """Validate loader config ``cfg`` (found at config key ``key``) without reading data; raises ConfigError."""
     opts = resolve_options(cfg, key)
-    if opts['dataset'] == 'imagenet_mds' and importlib.util.find_spec('streaming') is None:
-        raise ConfigError(f'{key}.dataset: imagenet_mds needs mosaicml-streaming: pip install mosaicml-streaming')
+    spec = DATASETS[opts['dataset']]
+    for module, extra in spec.needs:
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f'{key}.dataset: {opts["dataset"]} needs {extra}: pip install {extra}')
     if opts.get('download'):
         return
     path = Path(opts['path'])
-    for expected in _expected_files(opts['dataset'], path, opts['split']):
+    for expected in spec.files(path, opts['split']):
         if not expected.exists():
-            hint = ' (run `make data` or `python -m recipes.prepare_data`)' if 'imagenet' not in opts['dataset'] else ''
-            raise ConfigError(f'{key}.path: {str(path)!r} lacks {opts["dataset"]} data: expected {expected}{hint}')
+            raise ConfigError(f'{key}.path: {str(path)!r} lacks {opts["dataset"]} data: expected {expected}{spec.hint}')
 
 
 class CifarPickle(Dataset):
@@ -229,25 +210,92 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
+def _torchvision_build(opts: Mapping[str, Any], batch_size: int | None) -> Dataset:
+    name, train = opts['dataset'], opts['split'] == 'train'
+    transform = build_transform(name, opts['augment'])
+    if name == 'fashion_mnist':
+        return datasets.FashionMNIST(opts['path'], train=train, transform=transform, download=opts['download'])
+    if opts['download']:
+        getattr(datasets, name.upper())(opts['path'], train=train, download=True)
+    return CifarPickle(opts['path'], name, train=train, transform=transform)
+
+
+def _imagenet_build(opts: Mapping[str, Any], batch_size: int | None) -> Dataset:
+    transform = build_transform(opts['dataset'], opts['augment'], opts['image_size'])
+    if opts['dataset'] == 'imagenet_folder':
+        return datasets.ImageFolder(os.path.join(opts['path'], opts['split']), transform=transform)
+    cls = _streaming_images_class()
+    return cls(local=os.path.join(opts['path'], opts['split']), transform=transform, shuffle=opts['shuffle'],
+               batch_size=batch_size, epoch_size=opts['subset'])
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How a dataset name is configured, checked and built.
+
+    Attributes:
+        options: option key -> (allowed types, default; ``REQUIRED`` for none).
+        build: ``fn(resolved options, per-rank batch size) -> Dataset``.
+        files: ``fn(path, split) -> [paths that must exist]`` (checked before anything starts).
+        splits: the allowed ``split`` values.
+        info: what the data gives a model, e.g. ``{'num_classes': 10, 'in_channels': 1, 'input_shape': (1, 28, 28)}``;
+            a model option of the same name must agree (checked before anything starts).
+        shards_itself: a streaming dataset that shards across ranks itself (no distributed sampler).
+        collate: ``fn(resolved options) -> collate_fn`` (e.g. masked-LM masking), or None for the default.
+        needs: ``(module, pip name)`` pairs of optional dependencies.
+        hint: appended to a missing-data error (how to prepare the data).
+    """
+
+    options: Options
+    build: Callable[[Mapping[str, Any], int | None], Dataset]
+    files: Callable[[Path, str], list[Path]]
+    splits: tuple[str, ...] = ('train', 'test', 'val')
+    info: Mapping[str, Any] = field(default_factory=dict)
+    shards_itself: bool = False
+    collate: Callable[[Mapping[str, Any]], Callable] | None = None
+    needs: tuple[tuple[str, str], ...] = ()
+    hint: str = ''
+
+
+_PREPARE = ' (run `make data` or `python -m recipes.prepare_data`)'
+DATASETS: dict[str, DatasetSpec] = {
+    'fashion_mnist': DatasetSpec(_TORCHVISION, _torchvision_build, _fmnist_files, hint=_PREPARE,
+                                 info={'num_classes': 10, 'in_channels': 1, 'input_shape': (1, 28, 28)}),
+    'cifar10': DatasetSpec(_TORCHVISION, _torchvision_build, _cifar_files('cifar10'), hint=_PREPARE,
+                           info={'num_classes': 10, 'in_channels': 3, 'input_shape': (3, 32, 32)}),
+    'cifar100': DatasetSpec(_TORCHVISION, _torchvision_build, _cifar_files('cifar100'), hint=_PREPARE,
+                            info={'num_classes': 100, 'in_channels': 3, 'input_shape': (3, 32, 32)}),
+    'imagenet_folder': DatasetSpec(_IMAGENET, _imagenet_build, lambda path, split: [path / split],
+                                   splits=('train', 'val'), info={'num_classes': 1000, 'in_channels': 3}),
+    'imagenet_mds': DatasetSpec(_IMAGENET, _imagenet_build, lambda path, split: [path / split / 'index.json'],
+                                splits=('train', 'val'), info={'num_classes': 1000, 'in_channels': 3},
+                                shards_itself=True, needs=(('streaming', 'mosaicml-streaming'),)),
+}
+"""Every dataset a recipe can name; add one with :func:`register_dataset`."""
+#: Each dataset's option keys -> (allowed types, default).
+DATASET_OPTIONS = {name: spec.options for name, spec in DATASETS.items()}
+
+
+def register_dataset(name: str, spec: DatasetSpec) -> None:
+    """Make ``name`` usable as ``train_loader.dataset`` / ``eval_loader.dataset``."""
+    DATASETS[name] = spec
+    DATASET_OPTIONS[name] = spec.options
+
+
+def dataset_info(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What the dataset of loader config ``cfg`` gives a model (``{}`` for an unknown name)."""
+    spec = DATASETS.get(cfg.get('dataset'))  # type: ignore[arg-type]
+    if spec is None:
+        return {}
+    return {**spec.info, **({'input_shape': (spec.info['in_channels'], cfg['image_size'], cfg['image_size'])}
+                            if 'image_size' in cfg and 'in_channels' in spec.info else {})}
+
+
 def build_dataset(opts: Mapping[str, Any], batch_size: int | None = None) -> Dataset:
     """The dataset of resolved options ``opts`` (see ``resolve_options``), transforms applied, ``subset`` taken."""
-    name, split, path = opts['dataset'], opts['split'], opts['path']
-    transform = build_transform(name, opts['augment'], opts.get('image_size', 224))
-    train = split == 'train'
-    if name == 'imagenet_mds':
-        cls = _streaming_images_class()
-        return cls(local=os.path.join(path, split), transform=transform, shuffle=opts['shuffle'],
-                   batch_size=batch_size, epoch_size=opts['subset'])
-    if name == 'fashion_mnist':
-        dataset: Dataset = datasets.FashionMNIST(path, train=train, transform=transform, download=opts['download'])
-    elif name in _CIFAR_LAYOUT:
-        if opts['download']:
-            getattr(datasets, name.upper())(path, train=train, download=True)
-        dataset = CifarPickle(path, name, train=train, transform=transform)
-    else:
-        dataset = datasets.ImageFolder(os.path.join(path, split), transform=transform)
-    if opts['subset'] is not None:
-        dataset = Subset(dataset, range(min(opts['subset'], len(dataset))))
+    dataset = DATASETS[opts['dataset']].build(opts, batch_size)
+    if opts['subset'] is not None and not DATASETS[opts['dataset']].shards_itself:
+        dataset = Subset(dataset, range(min(opts['subset'], len(dataset))))  # type: ignore[arg-type]
     return dataset
 
 
@@ -259,13 +307,15 @@ def build_dataloader(cfg: Mapping[str, Any], batch_size: int, key: str = 'loader
     from composer.utils import dist
 
     opts = resolve_options(cfg, key)
+    spec = DATASETS[opts['dataset']]
     dataset = build_dataset(opts, batch_size)
     sampler = None
-    if opts['dataset'] != 'imagenet_mds':
+    if not spec.shards_itself:
         sampler = dist.get_sampler(dataset, shuffle=opts['shuffle'], drop_last=opts['drop_last'])
     workers = opts['num_workers']
     log.info('%s: %s/%s, %s examples, batch %d per rank', key, opts['dataset'], opts['split'],
              len(dataset) if hasattr(dataset, '__len__') else '?', batch_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=opts['drop_last'],
                       num_workers=workers, pin_memory=opts['pin_memory'],
+                      collate_fn=spec.collate(opts) if spec.collate else None,
                       persistent_workers=opts['persistent_workers'] and workers > 0)

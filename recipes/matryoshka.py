@@ -12,7 +12,6 @@ again and one that was interrupted resumes from its last checkpoint, so the comm
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -27,8 +26,10 @@ from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from algorithms.callbacks import checkpoint_record  # noqa: E402
-from recipes.builders import launch, prepare  # noqa: E402
-from recipes.config import check_keys, check_type, load_config  # noqa: E402
+from algorithms.callbacks.run_record import SUMMARY_FILE  # noqa: E402
+from recipes.builders import prepare  # noqa: E402
+from recipes.cli import Stage, dotlist, driver_args, run_main, run_stages, train_stage  # noqa: E402
+from recipes.config import check_keys, check_type, load_config, load_yaml  # noqa: E402
 from recipes.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger('recipes.matryoshka')
@@ -46,7 +47,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> dict[str,
     if not path.is_file():
         raise ConfigError(f'-f: YAML file not found: {path}')
     try:
-        cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or [])))
+        cfg = OmegaConf.merge(load_yaml(path), OmegaConf.from_dotlist(list(overrides or [])))
         cfg.setdefault('overrides', {})
         cfg.setdefault('out_dir', 'runs/${name}')
         spec: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -73,10 +74,6 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> dict[str,
     return spec
 
 
-def _dotlist(overrides: dict[str, Any]) -> list[str]:
-    return [f'{k}={json.dumps(v) if not isinstance(v, str) else v}' for k, v in overrides.items()]
-
-
 def student_config(spec: dict[str, Any], generation: int, index: int, pool: list[str]) -> dict[str, Any]:
     """The config of student ``index`` of ``generation``: the recipe, the spec's overrides, then the member's."""
     name = f"{spec['name']}-g{generation}-m{index}"
@@ -84,7 +81,7 @@ def student_config(spec: dict[str, Any], generation: int, index: int, pool: list
     recipe = Path(spec['student_recipe'])
     recipe = recipe if recipe.is_file() else REPO / recipe
     cfg = load_config(recipe, [
-        *_dotlist(spec['overrides']), *_dotlist(spec['pool'][index]['overrides']),
+        *dotlist(spec['overrides']), *dotlist(spec['pool'][index]['overrides']),
         f'run_name={name}', f'run_dir={run_dir}', f'save_folder={run_dir}/checkpoints', 'autoresume=true',
     ])
     kd = cfg['algorithms'].get('knowledge_distillation')
@@ -116,23 +113,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     manifest: dict[str, Any] = {'name': spec['name'], 'generations': [[_entry(p, 0, i, []) for i, p in enumerate(pool)]]}
     for g in range(1, spec['generations'] + 1):
         configs = [student_config(spec, g, i, pool) for i in range(len(spec['pool']))]
-        if g == 1:  # every student's config is checked before the first one trains
-            for cfg in configs:
-                prepare(cfg)
-        students = []
-        for i, cfg in enumerate(configs):
-            summary = Path(cfg['run_dir']) / 'summary.json'
-            checkpoint = f"{cfg['run_dir']}/{CHECKPOINT}"
-            if summary.is_file() and json.loads(summary.read_text()).get('finished') and Path(checkpoint).is_file():
-                log.info('generation %d member %d: finished earlier, skipped (%s)', g, i, checkpoint)
-            else:
-                log.info('generation %d member %d: training %s', g, i, cfg['run_name'])
-                trainer = launch(prepare(cfg))
-                try:
-                    trainer.fit()
-                finally:
-                    trainer.close()
-            students.append(checkpoint)
+        stages = [Stage(name=f"generation {g} member {i} ({cfg['run_name']})",
+                        run=lambda cfg=cfg: train_stage(cfg), done=lambda cfg=cfg: _finished(cfg),
+                        check=(lambda cfg=cfg: prepare(cfg)) if g == 1 else None)  # later pools do not exist yet
+                  for i, cfg in enumerate(configs)]
+        run_stages(stages, log)
+        students = [f"{cfg['run_dir']}/{CHECKPOINT}" for cfg in configs]
         manifest['generations'].append([_entry(p, g, i, pool) for i, p in enumerate(students)])
         pool = students
         out.mkdir(parents=True, exist_ok=True)
@@ -140,22 +126,24 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+def _finished(cfg: dict[str, Any]) -> bool:
+    summary = Path(cfg['run_dir']) / SUMMARY_FILE
+    return summary.is_file() and bool(json.loads(summary.read_text()).get('finished')) and \
+        Path(f"{cfg['run_dir']}/{CHECKPOINT}").is_file()
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-f', '--file', required=True, help='Matryoshka spec YAML')
-    parser.add_argument('overrides', nargs='*', help='dotted.key=value pairs merged over the spec')
-    args = parser.parse_args(argv)
-    try:
+    args = driver_args(argv, __doc__)
+
+    def body() -> int:
         manifest = run(load_spec(args.file, args.overrides))
-    except ConfigError as e:
-        sys.stderr.write(f'error: {e}\n')
-        return 2
-    for generation in manifest['generations']:
-        for e in generation:
-            log.info('g%d m%d %s %s train %.1fs', e['generation'], e['member'], e['checkpoint'], e['metrics'],
-                     e['train_wct_s'] or 0.0)
-    return 0
+        for generation in manifest['generations']:
+            for e in generation:
+                log.info('g%d m%d %s %s train %.1fs', e['generation'], e['member'], e['checkpoint'], e['metrics'],
+                         e['train_wct_s'] or 0.0)
+        return 0
+
+    return run_main(body)
 
 
 if __name__ == '__main__':

@@ -1,10 +1,15 @@
-"""Models by name: a registry of pure builders, and the Composer wrapper around them.
+"""Models by name: ``build_model(name, **options)`` returns a ready ``ComposerModel``.
 
-Every builder takes ``num_classes`` and ``in_channels`` as keywords (``convnet`` also takes ``hidden``) and returns
-a freshly initialised ``nn.Module``; memory format, device and precision are left to the Trainer.
+``COMPOSER_MODELS`` maps a name to a builder of a ``ComposerModel`` (:func:`register_model` adds one: a Hugging
+Face masked LM with MLM metrics registers the same way as a CIFAR ResNet). The image classifiers come from
+``MODELS``, pure builders of a freshly initialised ``nn.Module`` that take ``num_classes`` and ``in_channels`` (
+``convnet`` also takes ``hidden``), wrapped by :func:`classifier` in a ``ComposerClassifier`` with top-1 accuracy.
+A builder's keyword options are its signature: a YAML key that is not one is refused, naming the allowed ones.
+Memory format, device and precision are left to the Trainer.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -18,7 +23,8 @@ from recipes.errors import ConfigError
 if TYPE_CHECKING:
     from composer.models import ComposerClassifier
 
-__all__ = ['MODELS', 'build_module', 'build_model', 'model_options']
+__all__ = ['MODELS', 'COMPOSER_MODELS', 'register_model', 'classifier', 'build_module', 'build_model',
+           'model_options']
 
 
 def _torchvision_resnet(arch: str) -> Callable[..., nn.Module]:
@@ -56,36 +62,69 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def model_options(name: str) -> dict[str, Any]:
-    """The keyword options of model ``name`` with their defaults (raises ConfigError for an unknown name)."""
-    if name not in MODELS:
-        raise ConfigError(f'model.name: unknown model {name!r}; allowed: {", ".join(sorted(MODELS))}')
-    params = inspect.signature(MODELS[name]).parameters
+def classifier(name: str) -> Callable[..., ComposerClassifier]:
+    """A builder of ``MODELS[name]`` wrapped in a ``ComposerClassifier`` whose train and val metrics hold top-1
+    accuracy (``metrics/train/MulticlassAccuracy``, ``metrics/eval/MulticlassAccuracy``; val also ``CrossEntropy``).
+    It takes the same keyword options as the bare builder."""
+    arch = MODELS[name]
+
+    @functools.wraps(arch)
+    def build(**kwargs: Any) -> ComposerClassifier:
+        from composer.metrics import CrossEntropy
+        from composer.models import ComposerClassifier
+
+        module = arch(**kwargs)
+        num_classes = int(kwargs.get('num_classes', _options(arch)['num_classes']))
+        train_metrics = MulticlassAccuracy(num_classes=num_classes, average='micro')
+        val_metrics = MetricCollection([CrossEntropy(), MulticlassAccuracy(num_classes=num_classes, average='micro')])
+        return ComposerClassifier(module, num_classes=num_classes, train_metrics=train_metrics,
+                                  val_metrics=val_metrics)
+
+    return build
+
+
+#: Every model a recipe can name -> a builder of its ``ComposerModel``.
+COMPOSER_MODELS: dict[str, Callable[..., Any]] = {name: classifier(name) for name in MODELS}
+
+
+def register_model(name: str, builder: Callable[..., Any]) -> None:
+    """Make ``name`` usable as ``model.name``; ``builder(**options)`` returns a ``ComposerModel``."""
+    COMPOSER_MODELS[name] = builder
+
+
+def _options(fn: Callable[..., Any]) -> dict[str, Any]:
+    params = inspect.signature(fn).parameters
     return {k: p.default for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
-def build_module(name: str, **kwargs: Any) -> nn.Module:
-    """Build the plain ``nn.Module`` registered as ``name``; unknown names or keywords raise ConfigError."""
+def model_options(name: str) -> dict[str, Any]:
+    """The keyword options of model ``name`` with their defaults (raises ConfigError for an unknown name)."""
+    if not isinstance(name, str) or name not in COMPOSER_MODELS:
+        raise ConfigError(f'model.name: unknown model {name!r}; allowed: {", ".join(sorted(COMPOSER_MODELS))}')
+    return _options(COMPOSER_MODELS[name])
+
+
+def _check_options(name: str, kwargs: dict[str, Any]) -> None:
     allowed = model_options(name)
     for key, value in kwargs.items():
         if key not in allowed:
             raise ConfigError(f'model.{key}: unknown option for model {name!r}; allowed: {", ".join(allowed)}')
-        if isinstance(allowed[key], int) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        default = allowed[key]
+        if isinstance(default, int) and not isinstance(default, bool) and \
+                (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f'model.{key}: expected a positive int, got {value!r}')
+
+
+def build_module(name: str, **kwargs: Any) -> nn.Module:
+    """Build the plain ``nn.Module`` registered in ``MODELS`` as ``name``; unknown names or keywords raise ConfigError."""
+    if name not in MODELS:
+        raise ConfigError(f'model.name: unknown network {name!r}; allowed: {", ".join(sorted(MODELS))}')
+    _check_options(name, kwargs)
     return MODELS[name](**kwargs)
 
 
-def build_model(name: str, **kwargs: Any) -> ComposerClassifier:
-    """Build model ``name`` wrapped in a ``ComposerClassifier`` whose train and val metrics hold top-1 accuracy.
-
-    Metrics are logged as ``metrics/train/MulticlassAccuracy`` and ``metrics/eval/MulticlassAccuracy``; the val
-    metrics also hold ``CrossEntropy``.
-    """
-    from composer.metrics import CrossEntropy
-    from composer.models import ComposerClassifier
-
-    module = build_module(name, **kwargs)
-    num_classes = int(kwargs.get('num_classes', model_options(name)['num_classes']))
-    train_metrics = MulticlassAccuracy(num_classes=num_classes, average='micro')
-    val_metrics = MetricCollection([CrossEntropy(), MulticlassAccuracy(num_classes=num_classes, average='micro')])
-    return ComposerClassifier(module, num_classes=num_classes, train_metrics=train_metrics, val_metrics=val_metrics)
+def build_model(name: str, **kwargs: Any) -> Any:
+    """Build model ``name`` as a ``ComposerModel`` (see ``COMPOSER_MODELS``); unknown names or keywords raise
+    ConfigError naming the key."""
+    _check_options(name, kwargs)
+    return COMPOSER_MODELS[name](**kwargs)

@@ -98,9 +98,10 @@ def check_kwargs(key: str, fn: Callable[..., Any], kwargs: dict[str, Any], skip:
         hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
     except Exception:  # unresolvable forward references: check names only
         hints = {}
+    bound = tuple(fn.keywords) if isinstance(fn, functools.partial) else ()  # set by the recipe, not the YAML
     params = {
         n: p for n, p in sig.parameters.items()
-        if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        if n not in skip and n not in bound and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
     if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         check_keys(key, kwargs, params)

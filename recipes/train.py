@@ -9,7 +9,6 @@ data first with ``make data``). A bad config exits with status 2 and a one-line 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -20,6 +19,7 @@ if str(REPO) not in sys.path:  # `composer recipes/train.py` runs this file as a
     sys.path.insert(0, str(REPO))
 
 from recipes.builders import launch, prepare  # noqa: E402
+from recipes.cli import LOG_FORMAT, driver_args  # noqa: E402
 from recipes.config import load_config  # noqa: E402
 from recipes.errors import ConfigError  # noqa: E402
 
@@ -27,17 +27,10 @@ DEFAULT_YAML = REPO / 'yamls' / 'fashion_mnist' / 'resnet8.yaml'
 log = logging.getLogger('recipes.train')
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-f', '--file', default=str(DEFAULT_YAML), help='recipe YAML (default: %(default)s)')
-    parser.add_argument('overrides', nargs='*', help='dotted.key=value pairs merged over the YAML')
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
     # Quiet until the config is valid, so that a bad config prints its one error line and nothing else.
-    logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    args = driver_args(argv, __doc__, default_file=str(DEFAULT_YAML))
     try:
         run = prepare(load_config(args.file, args.overrides))
     except ConfigError as e:

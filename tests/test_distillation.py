@@ -220,8 +220,8 @@ def test_pool_rejects_bad_arguments(kwargs, message):
     (dict(kd_loss='cosine'), 'unknown kd_loss'),
     (dict(kd_loss_weight=-1.0), 'kd_loss_weight'),
     (dict(temperature=0.0), 'temperature'),
-    (dict(start='soon'), 'start='),
-    (dict(end='0.5xx'), 'end='),
+    (dict(start='soon'), 'start: malformed'),
+    (dict(end='0.5xx'), 'end: malformed'),
     (dict(start='0.6dur', end='0.3dur'), 'must be after start'),
     (dict(start='10ba', end='10ba'), 'must be after start'),
 ])

@@ -2,8 +2,10 @@
 
 ``<folder>/record.jsonl`` gets, at every evaluation: ``step``, ``epoch``, ``samples``, ``train_wct_s`` (training
 wall-clock since the start, evaluation excluded; checkpoint saving included), ``total_wct_s`` (everything since the
-start), ``eval_wct_s``, ``cpu_s`` (this process's CPU time) and ``metrics`` (``{'<evaluator>/<metric>': value}``).
-``<folder>/summary.json`` is written when ``fit`` ends, with the same clocks and ``finished: true``.
+start), ``eval_wct_s``, ``cpu_s`` (this process's CPU time), ``metrics`` (``{'<evaluator>/<metric>': value}``) and
+``teachers`` (the checkpoints of the run's teachers, whatever algorithm uses them: the benchmarks add their
+training cost). ``<folder>/summary.json`` is written when ``fit`` ends, with the same clocks, the teachers and
+``finished: true``. The recipes write the resolved config beside them as ``config.yaml``.
 The clocks and the latest metrics are saved in checkpoints (:func:`checkpoint_record` reads them back), so a
 resumed run keeps counting where it left off, and record lines written after the checkpoint it resumes from (work
 the interrupted run lost) are dropped. Only global rank 0 writes.
@@ -13,10 +15,11 @@ Benchmarks and reports read these files, and a teacher's ``summary.json`` gives 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from composer.core import Callback, Event, State
 from composer.loggers import Logger
@@ -24,6 +27,8 @@ from composer.utils import dist
 
 from algorithms.checkpoint_loading import safe_load
 
+CONFIG_FILE = 'config.yaml'
+log = logging.getLogger(__name__)
 RECORD_FILE = 'record.jsonl'
 SUMMARY_FILE = 'summary.json'
 
@@ -39,11 +44,20 @@ def checkpoint_record(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
-    """The evaluation records of the run in ``folder`` (an empty list if it has none yet)."""
+    """The evaluation records of the run in ``folder`` (an empty list if it has none yet); a torn line (a run
+    killed while writing) is skipped with a warning."""
     path = Path(folder) / RECORD_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning('%s line %d is not JSON; skipped', path, i + 1)
+    return records
 
 
 class RunRecord(Callback):
@@ -51,10 +65,12 @@ class RunRecord(Callback):
 
     Args:
         folder (str): where the two files go (created at ``FIT_START`` on rank 0).
+        teachers (list[str]): the checkpoint paths of the run's teachers (recorded in every line and the summary).
     """
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike, teachers: Sequence[str] = ()) -> None:
         self.folder = Path(folder)
+        self.teachers = teachers  # the recipe's list (filled as its algorithms are built): read when writing
         self._offsets = {'total_wct_s': 0.0, 'eval_wct_s': 0.0, 'cpu_s': 0.0}
         self._t0: float | None = None
         self._cpu0 = 0.0
@@ -116,7 +132,8 @@ class RunRecord(Callback):
         if dist.get_global_rank() != 0:
             return
         self._last_metrics = self._metrics(state)
-        line = {**self._position(state), **self.clocks(), 'metrics': self._last_metrics}
+        line = {**self._position(state), **self.clocks(), 'metrics': self._last_metrics,
+                'teachers': list(self.teachers)}
         with open(self.folder / RECORD_FILE, 'a') as f:
             f.write(json.dumps(line) + '\n')
 
@@ -130,13 +147,14 @@ class RunRecord(Callback):
             'finished': True,
             'final_metrics': records[-1]['metrics'] if records else {},
             'n_evals': len(records),
+            'teachers': list(self.teachers),
         }
         (self.folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + '\n')
 
     # checkpointing --------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         step = int(self._state.timestamp.batch) if self._state is not None else 0
-        return {**self.clocks(), 'step': step, 'metrics': self._last_metrics}
+        return {**self.clocks(), 'step': step, 'metrics': self._last_metrics, 'teachers': list(self.teachers)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._offsets = {k: float(state[k]) for k in self._offsets}

@@ -1,21 +1,28 @@
-"""Knowledge distillation from a pool of teachers, as a stand-alone Composer algorithm.
+"""Distillation as stand-alone Composer algorithms: knowledge distillation from a pool of teachers, and the seams
+every other distillation method plugs into.
 
 Hinton et al., "Distilling the Knowledge in a Neural Network" (2015); teacher pools and scheduled ("early-stop")
 distillation after Blakeney et al., "Reduce, Reuse, Recycle: Improving Training Efficiency with Distillation" (2022).
-See README.md (the method card). The package imports only torch and Composer: copy the folder into any project.
+See README.md (the method card). The package imports torch, Composer and two small modules of ``algorithms/``
+(``feature_taps.py``, ``time_strings.py``, ``checkpoint_loading.py``): copy those with the folder.
+
+The seams: :class:`DistillationTerm` (one weighted loss term keyed by name, a window, a teacher pool, feature taps,
+trainable heads), the loss signature ``fn(student_io, teacher_io, batch)`` over :class:`ModelIO`, and
+:func:`add_distillation_loss`, which composes terms into one ``state.loss`` dict.
 """
 
-from .knowledge_distillation import (
-    KnowledgeDistillation,
-    add_distillation_loss,
-    distillation_loss,
-    distillation_mask,
-)
+from .distillation_term import DistillationTerm
+from .knowledge_distillation import KnowledgeDistillation, distillation_loss, distillation_mask
+from .loss_dict import add_distillation_loss
 from .losses import IGNORE_INDEX, KD_LOSSES, kl_divergence_loss, mse_logits_loss
-from .teacher_pool import POOL_MODES, TeacherPool, extract_logits, teacher_forward
+from .model_io import DistillationLossFn, ModelIO, extract_logits
+from .teacher_pool import POOL_MODES, TeacherPool, teacher_forward
 from .teachers import load_teacher_weights
 
 __all__ = [
+    'DistillationTerm',
+    'DistillationLossFn',
+    'ModelIO',
     'KnowledgeDistillation',
     'distillation_loss',
     'distillation_mask',

@@ -10,6 +10,11 @@ Modes (Blakeney's "Iterated Runs" ensembles; the teachers' logits are averaged, 
 Draws come from the pool's own ``torch.Generator`` (seeded by ``seed``), never from the global RNG, so adding
 distillation does not shift the data order or dropout masks, and ``state_dict()`` carries the generator so that a
 resumed run continues the same sequence of teachers.
+
+Several distillation algorithms may share one pool (the recipes do when they name the same teachers): the pool
+draws once per step (:meth:`TeacherPool.selection`) and runs the selected teachers once per microbatch
+(:meth:`TeacherPool.forward` caches the last result), capturing every feature any of its users asked for
+(:meth:`TeacherPool.request_features`).
 """
 
 from __future__ import annotations
@@ -18,30 +23,17 @@ import inspect
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ['TeacherPool', 'POOL_MODES', 'teacher_forward', 'extract_logits']
+from ..feature_taps import FeatureTaps
+from .model_io import ModelIO, extract_logits
+
+__all__ = ['TeacherPool', 'POOL_MODES', 'teacher_forward']
 
 POOL_MODES = ('all', 'greedy_topk', 'random_k', 'random_1')
-
-
-def extract_logits(outputs: Any) -> torch.Tensor:
-    """The logits in a model's output: a tensor, an object with ``.logits`` (HF ``ModelOutput``), a mapping with a
-    ``'logits'`` key, or a tuple/list whose first element is the logits."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    logits = getattr(outputs, 'logits', None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(outputs, Mapping) and isinstance(outputs.get('logits'), torch.Tensor):
-        return outputs['logits']
-    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
-        return outputs[0]
-    raise TypeError(f'cannot find logits in a model output of type {type(outputs).__name__}: expected a tensor, '
-                    'an object with .logits, a mapping with "logits", or a tuple whose first element is the logits')
 
 
 def _is_composer_model(module: nn.Module) -> bool:
@@ -57,7 +49,7 @@ def _inputs_without_labels(batch: Mapping) -> dict:
     return {k: v for k, v in batch.items() if k != 'labels'}
 
 
-def teacher_forward(teacher: nn.Module, batch: Any) -> torch.Tensor:
+def teacher_forward(teacher: nn.Module, batch: Any) -> Any:
     """Run one teacher on a training batch and return its logits (no grad handling here; see ``TeacherPool``).
 
     Protocol:
@@ -69,7 +61,8 @@ def teacher_forward(teacher: nn.Module, batch: Any) -> torch.Tensor:
       that its ``forward`` accepts as keyword arguments (``labels`` excluded) for a mapping batch, or the batch
       itself otherwise.
 
-    The output may be a tensor, a Hugging Face ``ModelOutput``, a mapping or a tuple (see :func:`extract_logits`).
+    Returns the teacher's raw output: a tensor, a Hugging Face ``ModelOutput``, a mapping or a tuple (see
+    :func:`~algorithms.distillation.extract_logits`).
     """
     if _is_composer_model(teacher):
         outputs = teacher(_inputs_without_labels(batch) if isinstance(batch, Mapping) else batch)
@@ -84,7 +77,7 @@ def teacher_forward(teacher: nn.Module, batch: Any) -> torch.Tensor:
         outputs = teacher(batch[0])
     else:
         outputs = teacher(batch)
-    return extract_logits(outputs)
+    return outputs
 
 
 class TeacherPool:
@@ -163,6 +156,12 @@ class TeacherPool:
             self._fixed = list(range(n))
         else:
             self._fixed = None
+        self.forwards = 0  # teacher forward passes actually run (shared by every user of the pool)
+        self._step: Optional[int] = None
+        self._indices: list[int] = []
+        self._taps: list[FeatureTaps] = []
+        self._feature_names: list[str] = []
+        self._cache: Optional[tuple[Any, ModelIO]] = None
 
     def __len__(self) -> int:
         return len(self.teachers)
@@ -179,31 +178,81 @@ class TeacherPool:
         perm = torch.randperm(len(self), generator=self.generator)
         return sorted(int(i) for i in perm[:self.k])
 
-    def to(self, device: Union[str, torch.device]) -> 'TeacherPool':
-        """Move every teacher to ``device``."""
-        for teacher in self.teachers:
-            teacher.to(device)
-        return self
+    def request_features(self, names: Sequence[str]) -> None:
+        """Tap modules ``names`` (dotted paths) on every teacher, on top of those already tapped; a ``KeyError``
+        names a module that a teacher lacks."""
+        wanted = list(dict.fromkeys([*self._feature_names, *names]))
+        if wanted == self._feature_names:
+            return
+        taps = [FeatureTaps(t, wanted, detach=True) for t in self.teachers]  # resolves every name first
+        for old in self._taps:
+            old.remove()
+        self._taps, self._feature_names = taps, wanted
+        self._cache = None
 
-    def logits(self, batch: Any, indices: Optional[Sequence[int]] = None) -> torch.Tensor:
-        """The mean (float32) of the selected teachers' logits on ``batch``, in eval mode, without gradient.
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self._feature_names)
 
+    def selection(self, step: int) -> list[int]:
+        """The teachers of optimizer step ``step``: drawn once (by :meth:`select`) and shared by every microbatch of
+        the step and by every algorithm that uses this pool."""
+        if self._step != step:
+            self._indices, self._step = self.select(), step
+        return list(self._indices)
+
+    def forward(self, batch: Any, indices: Optional[Sequence[int]] = None, step: Optional[int] = None) -> ModelIO:
+        """Run the selected teachers on ``batch`` (eval mode, no gradient) and average what they produced.
+
+        Returns a :class:`ModelIO` whose ``outputs`` are the mean float32 logits and whose ``features``/``inputs``
+        are the float32 means of the tapped modules' outputs/inputs. With ``step`` given, the result is cached: a
+        second call for the same step, batch object and teachers (another algorithm sharing the pool) costs nothing.
         ``indices`` defaults to a fresh :meth:`select`. See :func:`teacher_forward` for the batch protocol.
         """
         if indices is None:
             indices = self.select()
+        indices = tuple(int(i) for i in indices)
         if len(indices) == 0:
             raise ValueError('no teacher selected')
-        total = None
+        key = (step, id(batch), indices)
+        if step is not None and self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        sums: dict[str, Any] = {'logits': None}
         with torch.no_grad():
             for i in indices:
                 teacher = self.teachers[i]
                 if teacher.training:  # something (a user, a callback) switched it back to train mode
                     teacher.eval()
-                logits = teacher_forward(teacher, batch).float()
-                total = logits if total is None else total + logits
-        assert total is not None
-        return total / len(indices)
+                taps = self._taps[i] if self._taps else None
+                if taps is not None:
+                    taps.clear()
+                logits = extract_logits(teacher_forward(teacher, batch)).float()
+                self.forwards += 1
+                _accumulate(sums, 'logits', logits)
+                if taps is not None:
+                    for name in self._feature_names:
+                        _accumulate(sums, f'out:{name}', taps.outputs.get(name))
+                        _accumulate(sums, f'in:{name}', taps.inputs.get(name))
+        n = len(indices)
+        mean = {k: (v / n if isinstance(v, torch.Tensor) else v) for k, v in sums.items()}
+        io = ModelIO(outputs=mean.pop('logits'),
+                     features={k[4:]: v for k, v in mean.items() if k.startswith('out:') and v is not None},
+                     inputs={k[3:]: v for k, v in mean.items() if k.startswith('in:') and v is not None})
+        if step is not None:
+            self._cache = (key, io)
+        return io
+
+    def logits(self, batch: Any, indices: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """The mean (float32) of the selected teachers' logits on ``batch``, in eval mode, without gradient."""
+        return self.forward(batch, indices).outputs
+
+    def prepare(self, device: Any, channels_last: bool = False) -> None:
+        """Move every teacher to Composer ``device`` (``state.device``), in channels-last if the student is, eval."""
+        for teacher in self.teachers:
+            device.module_to_device(teacher)
+            if channels_last:
+                teacher.to(memory_format=torch.channels_last)
+            teacher.eval()
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to resume the same sequence of teachers (the teachers' weights are not in it)."""
@@ -222,3 +271,13 @@ class TeacherPool:
                           f"k={state.get('k')}, {state.get('num_teachers')} teachers into {self!r}: "
                           'the sequence of teachers will not match the saved run')
         self.generator.set_state(state['generator'])
+        self._step, self._cache = None, None
+
+
+def _accumulate(sums: dict[str, Any], key: str, value: Any) -> None:
+    """Add ``value`` (a tensor, as float32) into ``sums[key]``; non-tensors (or a missing capture) are kept as None."""
+    if not isinstance(value, torch.Tensor):
+        sums.setdefault(key, None)
+        return
+    value = value.float()
+    sums[key] = value if sums.get(key) is None else sums[key] + value

@@ -77,9 +77,7 @@ def load_teacher_weights(module: nn.Module, path: Union[str, os.PathLike]) -> nn
         ValueError: the keys or shapes do not match ``module`` (the first mismatching keys are named).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'teacher checkpoint not found: {path}')
-    obj = safe_load(path, map_location='cpu')
+    obj = safe_load(path, map_location='cpu')  # FileNotFoundError if there is no file
     source = _model_state_dict(obj, path)
     target = module.state_dict()
     renamed, missing, unexpected = _match_keys(source, target)

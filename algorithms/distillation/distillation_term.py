@@ -1,0 +1,200 @@
+"""One distillation loss term, as a Composer Algorithm: the base of every distillation method of the project.
+
+A ``DistillationTerm`` adds ``weight * loss_fn(student_io, teacher_io, batch)`` to ``state.loss`` under its own key
+(``'kd'``, ``'at'``, ``'sp'``, ...), so several of them compose into one dict ``{'total', 'ce', 'kd', 'at', ...}``
+that Composer backpropagates (``'total'``) and logs (``loss/train/<key>``). It owns what every method needs:
+
+* a ``[start, end)`` window in Composer time strings, outside which no teacher runs;
+* teachers in a :class:`TeacherPool` (one draw per optimizer step); terms given the same pool share one teacher
+  forward per microbatch, with every feature any of them tapped;
+* feature taps on the student (``student_features``) and the teachers (``teacher_features``), by module path;
+* trainable heads (embeddings, regressors): :meth:`heads` returns them; at ``Event.INIT`` they are moved to the
+  training device and added to the optimizer as a parameter group (Composer builds the optimizer before the
+  algorithms run, so this is the one place that works for any user), and they travel in the checkpoint through
+  :meth:`state_dict`. Under DDP their gradients are averaged across ranks after each backward.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from composer.core import Algorithm, Event, State, Time, TimeUnit
+from composer.core.precision import get_precision_context
+from composer.loggers import Logger
+from composer.utils import dist
+
+from ..feature_taps import FeatureTaps
+from ..time_strings import parse_time
+from .loss_dict import add_distillation_loss
+from .model_io import DistillationLossFn, ModelIO
+from .teacher_pool import TeacherPool
+
+__all__ = ['DistillationTerm']
+
+
+def _uses_channels_last(model: nn.Module) -> bool:
+    """Whether the model's first 4-d (convolution) weight is stored channels-last."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
+class DistillationTerm(Algorithm):
+    """Add ``weight * loss_fn(student_io, teacher_io, batch)`` to ``state.loss[key]`` inside ``[start, end)``.
+
+    Args:
+        teachers: a teacher, a sequence of teachers, or a :class:`TeacherPool` (pass the same pool to several
+            terms to share its forwards).
+        loss_fn: ``fn(student_io, teacher_io, batch) -> Tensor`` (see :class:`ModelIO`); subclasses may instead
+            override :meth:`compute`.
+        weight: the term's weight ``>= 0`` in ``total``.
+        key: its key in ``state.loss`` (logged as ``loss/train/<key>``); two terms with one key are refused.
+        start, end: the window, Composer time strings (``'0dur'``, ``'0.3dur'``, ``'10ep'``, ``'1000ba'``) or Time.
+        student_features, teacher_features: module paths to tap (e.g. ``['layer2', 'layer3']``).
+        pool_mode, k, scores, seed: the pool's selection rule when ``teachers`` is not already a pool.
+    """
+
+    def __init__(self,
+                 teachers: Union[nn.Module, Sequence[nn.Module], TeacherPool],
+                 loss_fn: Optional[DistillationLossFn] = None,
+                 weight: float = 1.0,
+                 key: str = 'distill',
+                 start: Union[str, Time] = '0dur',
+                 end: Union[str, Time] = '1dur',
+                 student_features: Sequence[str] = (),
+                 teacher_features: Sequence[str] = (),
+                 pool_mode: str = 'all',
+                 k: Optional[int] = None,
+                 scores: Optional[Sequence[float]] = None,
+                 seed: int = 0):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f'{key} weight must be a finite number >= 0, got {weight!r}')
+        if not isinstance(key, str) or not key or key == 'total':
+            raise ValueError(f"key must be a non-empty loss name other than 'total', got {key!r}")
+        self.loss_fn = loss_fn
+        self.weight = float(weight)
+        self.key = key
+        self.start = parse_time(start, 'start')
+        self.end = parse_time(end, 'end')
+        if self.start.unit == self.end.unit and self.end.value <= self.start.value:
+            raise ValueError(f'end ({end!r}) must be after start ({start!r})')
+        self.pool = teachers if isinstance(teachers, TeacherPool) else \
+            TeacherPool(teachers, mode=pool_mode, k=k, scores=scores, seed=seed)
+        self.student_features = list(student_features)
+        self.pool.request_features(list(teacher_features))  # an unknown module name fails here, before training
+        self.teacher_forwards = 0  # teacher forwards this term used (a shared pool runs each only once)
+        self._taps: Optional[FeatureTaps] = None
+
+    @property
+    def teachers(self) -> list[nn.Module]:
+        return self.pool.teachers
+
+    # --- what subclasses customise --------------------------------------------------------------------------------
+    def compute(self, student: ModelIO, teacher: ModelIO, batch: Any) -> torch.Tensor:
+        """The term's unweighted value; by default ``loss_fn(student, teacher, batch)``."""
+        if self.loss_fn is None:
+            raise NotImplementedError(f'{type(self).__name__} needs a loss_fn or a compute() of its own')
+        return self.loss_fn(student, teacher, batch)
+
+    def heads(self) -> Optional[nn.Module]:
+        """Trainable modules of the method (CRD embeddings, FitNets regressors), or None."""
+        return None
+
+    # --- the window ---------------------------------------------------------------------------------------------
+    def _reached(self, time: Time, state: State) -> bool:
+        """Whether training has reached ``time`` (the timestamp counts the batches completed before this one)."""
+        if time.unit != TimeUnit.DURATION:
+            return state.timestamp.get(time.unit).value >= time.value
+        max_duration = state.max_duration
+        if max_duration is None:
+            raise ValueError(f"a '{time}' window needs the trainer's max_duration")
+        if max_duration.unit == TimeUnit.EPOCH and state.dataloader_len is not None and int(state.dataloader_len) > 0:
+            # Batch resolution instead of whole epochs: '0.3dur' of 2 epochs starts mid-epoch.
+            elapsed = state.timestamp.batch.value / (max_duration.value * int(state.dataloader_len))
+        else:
+            elapsed = state.timestamp.get(max_duration.unit).value / max_duration.value
+        return elapsed >= time.value
+
+    def in_window(self, state: State) -> bool:
+        """Whether the current step lies in ``[start, end)``."""
+        return self._reached(self.start, state) and not self._reached(self.end, state)
+
+    # --- Composer hooks -----------------------------------------------------------------------------------------
+    def match(self, event: Event, state: State) -> bool:
+        return event in (Event.INIT, Event.FIT_START, Event.BEFORE_FORWARD, Event.AFTER_LOSS, Event.AFTER_BACKWARD)
+
+    def apply(self, event: Event, state: State, logger: Logger) -> None:
+        if event == Event.INIT:
+            self._add_heads(state)
+        elif event == Event.FIT_START:
+            self.pool.prepare(state.device, channels_last=_uses_channels_last(state.model))
+            if self.student_features and self._taps is None:
+                self._taps = FeatureTaps(state.model, self.student_features)
+        elif event == Event.BEFORE_FORWARD:
+            if self._taps is not None:
+                self._taps.active = self.in_window(state)
+        elif event == Event.AFTER_LOSS:
+            self._add_term(state, logger)
+        elif event == Event.AFTER_BACKWARD:
+            self._average_head_grads()
+
+    def _add_term(self, state: State, logger: Logger) -> None:
+        if not self.in_window(state):
+            logger.log_metrics({f'{self.key}/teachers_per_step': 0})
+            return
+        step = int(state.timestamp.batch)
+        indices = self.pool.selection(step)
+        # AFTER_LOSS runs outside the trainer's autocast: give the teachers the student's precision context.
+        with get_precision_context(state.precision, state.precision_config, fp8_autocast_enabled=False):
+            teacher = self.pool.forward(state.batch, indices, step=step)
+        self.teacher_forwards += len(indices)
+        student = ModelIO(outputs=state.outputs)
+        if self._taps is not None:
+            student.features, student.inputs = dict(self._taps.outputs), dict(self._taps.inputs)
+            self._taps.clear()
+            self._taps.active = False
+        value = self.compute(student, teacher, state.batch)
+        state.loss = add_distillation_loss(state.loss, value, self.weight, key=self.key)
+        logger.log_metrics({f'{self.key}/teachers_per_step': len(indices)})
+
+    def _add_heads(self, state: State) -> None:
+        heads = self.heads()
+        if heads is None:
+            return
+        state.device.module_to_device(heads)  # in place: the parameters stay the objects the optimizer holds
+        params = [p for p in heads.parameters() if p.requires_grad]
+        for optimizer in state.optimizers[:1]:
+            held = {id(p) for group in optimizer.param_groups for p in group['params']}
+            new = [p for p in params if id(p) not in held]
+            if new:
+                optimizer.add_param_group({'params': new})
+
+    def _average_head_grads(self) -> None:
+        heads = self.heads()
+        if heads is None or dist.get_world_size() == 1:
+            return
+        for p in heads.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad, reduce_operation='SUM')
+                p.grad /= dist.get_world_size()
+
+    # --- checkpointing (Composer saves and restores every algorithm's state_dict) --------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {'repr': repr(self), 'pool': self.pool.state_dict(), 'teacher_forwards': self.teacher_forwards}
+        heads = self.heads()
+        if heads is not None:
+            state['heads'] = heads.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if 'pool' in state:
+            self.pool.load_state_dict(state['pool'])
+        self.teacher_forwards = int(state.get('teacher_forwards', self.teacher_forwards))
+        heads = self.heads()
+        if heads is not None and 'heads' in state:
+            heads.load_state_dict(state['heads'])
