@@ -29,7 +29,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-__all__ = ['FeatureTaps', 'capture', 'resolve_module', 'module_names', 'first_tensor']
+__all__ = ['FeatureTaps', 'capture', 'resolve_module', 'module_names', 'first_tensor', 'unwrap', 'feature_shape']
 
 #: Attributes under which wrappers keep the wrapped network (ComposerClassifier/DDP, HuggingFaceModel, compile).
 WRAPPER_ATTRS = ('module', 'model', '_orig_mod')
@@ -46,6 +46,11 @@ def _unwrapped(model: nn.Module) -> list[tuple[str, nn.Module]]:
         prefix = f'{prefix}{inner[0]}.'
         current = inner[1]
         chain.append((prefix, current))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The innermost network a wrapper (ComposerClassifier, HuggingFaceModel, DDP, compile) holds."""
+    return _unwrapped(model)[-1][1]
 
 
 def module_names(model: nn.Module) -> list[str]:
@@ -155,3 +160,19 @@ def capture(model: nn.Module, names: Iterable[str], *args: Any, **kwargs: Any) -
         out = model(*args, **kwargs)
     return out, dict(taps.outputs)
 
+
+
+def feature_shape(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape (without the batch dimension) of module ``name``'s output for one input of ``input_shape``, found by
+    a forward pass of the unwrapped network on zeros in eval mode (running statistics untouched)."""
+    net = unwrap(model)
+    was_training = net.training
+    param = next(net.parameters(), None)
+    x = torch.zeros((2, *input_shape), device=param.device if param is not None else None)
+    try:
+        net.eval()
+        with torch.no_grad():
+            _, feats = capture(net, [name], x)
+    finally:
+        net.train(was_training)
+    return tuple(feats[name].shape[1:])

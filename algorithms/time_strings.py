@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from composer.core import Time
+from composer.core import State, Time, TimeUnit
 
-__all__ = ['parse_time']
+__all__ = ['parse_time', 'reached']
 
 EXAMPLES = "'90ep', '70000ba', '286720000sp', '0.3dur'"
 
@@ -35,3 +35,20 @@ def parse_time(value: Union[str, int, Time, Any], name: str = 'time', allow_zero
     if not allow_zero and time.value == 0:
         raise ValueError(f'{name}: {value!r} must be positive (a run of zero length trains nothing)')
     return time
+
+
+def reached(time: Time, state: State) -> bool:
+    """Whether training has reached ``time`` (the timestamp counts the batches completed before the current one).
+
+    ``dur`` is a fraction of ``max_duration``; with an epoch-long ``max_duration`` it is resolved per batch, so
+    ``'0.3dur'`` of 2 epochs falls mid-epoch."""
+    if time.unit != TimeUnit.DURATION:
+        return state.timestamp.get(time.unit).value >= time.value
+    max_duration = state.max_duration
+    if max_duration is None:
+        raise ValueError(f"a '{time}' time needs the trainer's max_duration")
+    if max_duration.unit == TimeUnit.EPOCH and state.dataloader_len is not None and int(state.dataloader_len) > 0:
+        elapsed = state.timestamp.batch.value / (max_duration.value * int(state.dataloader_len))
+    else:
+        elapsed = state.timestamp.get(max_duration.unit).value / max_duration.value
+    return elapsed >= time.value

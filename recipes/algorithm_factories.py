@@ -13,6 +13,10 @@ from typing import Any, Callable, Optional, Union
 from composer.core import Time
 
 from algorithms.distillation import KnowledgeDistillation
+from algorithms.feature_distillation import FitNets
+from algorithms.pruning import FixedMaskTraining, MagnitudePruning, RandomSparseInit
+from recipes.checkpoint_safety import check_checkpoint
+from recipes.errors import ConfigError
 from recipes.registry import ALGORITHMS
 from recipes.teachers import TeacherRegistry
 
@@ -46,12 +50,54 @@ def knowledge_distillation(
                                  start=start, end=end)
 
 
+def fitnets(
+    teachers: list,
+    student_feature: str,
+    teacher_feature: str,
+    weight: float = 100.0,
+    start: Union[str, Time] = '0dur',
+    end: Union[str, Time] = '1dur',
+    pool_mode: str = 'all',
+    k: Optional[int] = None,
+    seed: int = 0,
+    *,
+    registry: TeacherRegistry,
+) -> FitNets:
+    """:class:`FitNets` from YAML arguments; the regressor's shape is read off one forward pass of each model."""
+    key = 'algorithms.fitnets'
+    built = registry.teachers(f'{key}.teachers', teachers)
+    s_shape = registry.feature_shape(f'{key}.student_feature', registry.student, student_feature)
+    t_shape = registry.feature_shape(f'{key}.teacher_feature', built.models[0], teacher_feature)
+    if len(s_shape) != len(t_shape):
+        raise ConfigError(f'{key}: student feature {student_feature!r} {s_shape} and teacher feature '
+                          f'{teacher_feature!r} {t_shape} are not both conv maps or both vectors')
+    return FitNets(registry.pool(built, mode=pool_mode, k=k, seed=seed), student_feature, teacher_feature,
+                   student_channels=s_shape[0], teacher_channels=t_shape[0], conv=len(s_shape) == 3, weight=weight,
+                   start=start, end=end)
+
+
+def post_pruning_reinit(checkpoint: str, reinit: bool = True) -> FixedMaskTraining:
+    """Train with the masks of a pruned model's ``checkpoint`` enforced: from the student's fresh initialisation
+    (``reinit: true``, post-pruning re-initialisation) or from the checkpoint's weights (``reinit: false``)."""
+    check_checkpoint('algorithms.post_pruning_reinit.checkpoint', checkpoint)
+    return FixedMaskTraining.from_checkpoint(checkpoint, reinit=reinit)
+
+
+#: The project's algorithms that need no teachers, by the name a YAML uses.
+PROJECT_ALGORITHMS: dict[str, Callable[..., Any]] = {
+    'magnitude_pruning': MagnitudePruning,
+    'random_sparse_init': RandomSparseInit,
+    'post_pruning_reinit': post_pruning_reinit,
+}
+
 #: Project algorithms whose factories take the run's teacher registry (keyword ``registry``).
 TEACHER_FACTORIES: dict[str, Callable[..., Any]] = {
     'knowledge_distillation': knowledge_distillation,
+    'fitnets': fitnets,
 }
 
 
 def algorithm_table(registry: TeacherRegistry) -> dict[str, Callable[..., Any]]:
     """Name -> constructor for the ``algorithms`` section of a run whose teachers come from ``registry``."""
-    return {**ALGORITHMS, **{name: functools.partial(fn, registry=registry) for name, fn in TEACHER_FACTORIES.items()}}
+    return {**ALGORITHMS, **PROJECT_ALGORITHMS,
+            **{name: functools.partial(fn, registry=registry) for name, fn in TEACHER_FACTORIES.items()}}

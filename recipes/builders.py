@@ -65,7 +65,8 @@ def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) 
     schedulers = []
     if cfg['scheduler'] is not None:
         schedulers.append(registry.build_named('scheduler', registry.SCHEDULERS, cfg['scheduler']))
-    teachers = TeacherRegistry(default_model=cfg['model'])
+    shape = dataset_info(cfg['train_loader']).get('input_shape')
+    teachers = TeacherRegistry(default_model=cfg['model'], student=model, input_shape=shape)
     algorithms = registry.build_by_name('algorithms', algorithm_table(teachers), cfg['algorithms'])
     check_student_features(model, algorithms)
     callbacks = registry.build_by_name('callbacks', registry.CALLBACKS, cfg['callbacks'])

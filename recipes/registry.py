@@ -157,3 +157,5 @@ def construct(key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> An
         raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f'{key}: {e}') from None
+    except KeyError as e:  # e.g. a feature name that matches no module
+        raise ConfigError(f'{key}: {e.args[0] if e.args else e}') from None

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
+from algorithms.feature_taps import feature_shape
+
 from torch import nn
 
 from algorithms.callbacks import checkpoint_record
@@ -37,9 +39,12 @@ class Teachers:
 
 @dataclass
 class TeacherRegistry:
-    """What one run's algorithms share: teachers built once per (checkpoint, model), pools, the checkpoint list."""
+    """What one run's algorithms share: teachers built once per (checkpoint, model), pools, the checkpoint list;
+    and what they may need to know of the run: the student and the shape of one input (``None`` if unknown)."""
 
     default_model: dict[str, Any]
+    student: Optional[nn.Module] = None
+    input_shape: Optional[tuple[int, ...]] = None
     built: dict[str, nn.Module] = field(default_factory=dict)
     pools: dict[str, TeacherPool] = field(default_factory=dict)
     checkpoints: list[str] = field(default_factory=list)
@@ -53,6 +58,17 @@ class TeacherRegistry:
         if ident not in self.pools:
             self.pools[ident] = TeacherPool(teachers.models, mode=mode, k=k, scores=teachers.scores, seed=seed)
         return self.pools[ident]
+
+
+    def feature_shape(self, key: str, model: Optional[nn.Module], name: str) -> tuple[int, ...]:
+        """The output shape of ``model``'s module ``name`` for one input (ConfigError naming ``key`` if unknown)."""
+        if model is None or self.input_shape is None:
+            raise ConfigError(f'{key}: cannot infer the shape of feature {name!r}: the dataset does not state its '
+                              'input shape')
+        try:
+            return feature_shape(model, name, self.input_shape)
+        except KeyError as e:
+            raise ConfigError(f'{key}: {e.args[0]}') from None
 
 
 def _one(key: str, spec: Union[str, dict[str, Any]], default_model: dict[str, Any], score_metric: Optional[str],

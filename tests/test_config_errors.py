@@ -79,3 +79,49 @@ def test_cli_exit_status_and_message(tmp_path, fmnist_root):
     assert proc.stderr.strip().startswith("error: max_duration: malformed duration '1fortnight'")
     assert '\n' not in proc.stderr.strip()
     assert not (tmp_path / 'r').exists()
+
+
+# --- the four bad inputs found when tried as a new user (issue 8) ---------------------------------------------------
+def test_yaml_syntax_error_is_one_line_with_its_position(tmp_path, fmnist_root, capsys):
+    yaml = tmp_path / 'broken.yaml'
+    yaml.write_text('run_name: x\nmodel: {name: cifar_resnet8\noptimizer: [\n')
+    err = run_main(tmp_path, fmnist_root, capsys, yaml=yaml)
+    assert 'broken.yaml:' in err and 'YAML syntax error' in err
+
+
+@pytest.mark.parametrize('duration', ['0ep', '0ba', '0dur'])
+def test_zero_max_duration_is_refused_before_the_run_folder(tmp_path, fmnist_root, capsys, duration):
+    err = run_main(tmp_path, fmnist_root, capsys, f'max_duration={duration}')
+    assert err.startswith(f"error: max_duration: '{duration}' must be positive")
+
+
+@pytest.mark.parametrize('override, expected', [
+    ('model.num_classes=100', "model.num_classes: 100 does not fit train_loader.dataset 'fashion_mnist', which has 10"),
+    ('model.in_channels=3', "model.in_channels: 3 does not fit train_loader.dataset 'fashion_mnist', which has 1"),
+])
+def test_model_that_does_not_fit_the_data(tmp_path, fmnist_root, capsys, override, expected):
+    assert expected in run_main(tmp_path, fmnist_root, capsys, override)
+
+
+class Boom:
+    """Unpickling this runs code: weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        import os
+        return (os.system, ('echo pwned',))
+
+
+@pytest.mark.parametrize('key', ['load_path', 'teacher'])
+def test_unsafe_checkpoint_is_refused_in_one_line(tmp_path, fmnist_root, capsys, key):
+    import torch
+    evil = tmp_path / 'evil.pt'
+    torch.save({'state': {'model': {}}, 'payload': Boom()}, evil)
+    if key == 'load_path':
+        err = run_main(tmp_path, fmnist_root, capsys, f'load_path={evil}')
+        assert err.startswith(f'error: load_path: {evil} was refused as unsafe by weights_only loading')
+    else:
+        yaml = Path(__file__).resolve().parents[1] / 'yamls' / 'fashion_mnist' / 'kd_kl.yaml'
+        err = run_main(tmp_path, fmnist_root, capsys, f'algorithms.knowledge_distillation.teachers=[{evil}]',
+                       yaml=yaml)
+        assert err.startswith('error: algorithms.knowledge_distillation.teachers[0].checkpoint: ')
+        assert 'refused as unsafe by weights_only loading' in err

@@ -59,13 +59,20 @@ def test_recipe_builds_and_trains(recipe: Path, tiny_roots, tmp_path):
         if 'image_size' in loader:
             loader['image_size'] = 32
     kd = cfg['algorithms'].get('knowledge_distillation')
-    if kd is not None:
+    stand_ins: dict[str, str] = {}  # every algorithm that names teachers gets tiny ones (the same file for one path)
+    for section in cfg['algorithms'].values():
+        if not isinstance(section, dict) or 'teachers' not in section:
+            continue
         specs = []
-        for i, spec in enumerate(kd['teachers']):
+        for i, spec in enumerate(section['teachers']):
             spec = {'checkpoint': spec} if isinstance(spec, str) else dict(spec)
-            spec['checkpoint'] = tiny_teacher(spec.get('model') or cfg['model'], tmp_path / f't{i}.pt', 0.5 + i / 10)
+            if spec['checkpoint'] not in stand_ins:
+                n = len(stand_ins)
+                stand_ins[spec['checkpoint']] = tiny_teacher(spec.get('model') or cfg['model'], tmp_path / f't{n}.pt',
+                                                             0.5 + n / 10)
+            spec['checkpoint'] = stand_ins[spec['checkpoint']]
             specs.append(spec)
-        kd['teachers'] = specs
+        section['teachers'] = specs
     run = prepare(cfg)
     trainer = launch(run)
     trainer.fit()
@@ -78,7 +85,7 @@ def test_recipe_builds_and_trains(recipe: Path, tiny_roots, tmp_path):
     assert len(records) == 1
     if kd is not None:
         algo = next(a for a in trainer.state.algorithms if type(a).__name__ == 'KnowledgeDistillation')
-        expected = {'all': len(specs), 'random_1': 1}.get(kd.get('pool_mode', 'all'), kd.get('k'))
+        expected = {'all': len(kd['teachers']), 'random_1': 1}.get(kd.get('pool_mode', 'all'), kd.get('k'))
         start, end = (float(kd.get(k, d).removesuffix('dur')) for k, d in (('start', '0dur'), ('end', '1dur')))
         steps_in_window = sum(start <= step / 2 < end for step in range(2))  # progress of steps 0 and 1 of 2
         assert algo.teacher_forwards == steps_in_window * expected

@@ -8,10 +8,13 @@ that Composer backpropagates (``'total'``) and logs (``loss/train/<key>``). It o
 * teachers in a :class:`TeacherPool` (one draw per optimizer step); terms given the same pool share one teacher
   forward per microbatch, with every feature any of them tapped;
 * feature taps on the student (``student_features``) and the teachers (``teacher_features``), by module path;
-* trainable heads (embeddings, regressors): :meth:`heads` returns them; at ``Event.INIT`` they are moved to the
-  training device and added to the optimizer as a parameter group (Composer builds the optimizer before the
-  algorithms run, so this is the one place that works for any user), and they travel in the checkpoint through
-  :meth:`state_dict`. Under DDP their gradients are averaged across ranks after each backward.
+* trainable heads (embeddings, regressors): :meth:`heads` returns them; at ``Event.INIT`` (Composer's moment for
+  model surgery, before DDP wrapping and checkpoint loading) they are registered on the student as
+  ``model.distillation_heads[<key>]`` and added to the optimizer as a parameter group (Composer builds the
+  optimizer before the algorithms run). So they are trained, synchronised by DDP like any weight, and saved in and
+  restored from the checkpoint with the model and the optimizer state (Composer maps optimizer state to model
+  parameter names, so a head outside the model could not be checkpointed). ``load_teacher_weights`` ignores them
+  when such a student later serves as a teacher.
 """
 
 from __future__ import annotations
@@ -22,18 +25,20 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from composer.core import Algorithm, Event, State, Time, TimeUnit
+from composer.core import Algorithm, Event, State, Time
 from composer.core.precision import get_precision_context
 from composer.loggers import Logger
-from composer.utils import dist
 
 from ..feature_taps import FeatureTaps
-from ..time_strings import parse_time
+from ..time_strings import parse_time, reached
 from .loss_dict import add_distillation_loss
 from .model_io import DistillationLossFn, ModelIO
 from .teacher_pool import TeacherPool
 
-__all__ = ['DistillationTerm']
+__all__ = ['DistillationTerm', 'HEADS_ATTR']
+
+#: The student's attribute that holds every term's trainable heads, by loss key.
+HEADS_ATTR = 'distillation_heads'
 
 
 def _uses_channels_last(model: nn.Module) -> bool:
@@ -106,27 +111,13 @@ class DistillationTerm(Algorithm):
         return None
 
     # --- the window ---------------------------------------------------------------------------------------------
-    def _reached(self, time: Time, state: State) -> bool:
-        """Whether training has reached ``time`` (the timestamp counts the batches completed before this one)."""
-        if time.unit != TimeUnit.DURATION:
-            return state.timestamp.get(time.unit).value >= time.value
-        max_duration = state.max_duration
-        if max_duration is None:
-            raise ValueError(f"a '{time}' window needs the trainer's max_duration")
-        if max_duration.unit == TimeUnit.EPOCH and state.dataloader_len is not None and int(state.dataloader_len) > 0:
-            # Batch resolution instead of whole epochs: '0.3dur' of 2 epochs starts mid-epoch.
-            elapsed = state.timestamp.batch.value / (max_duration.value * int(state.dataloader_len))
-        else:
-            elapsed = state.timestamp.get(max_duration.unit).value / max_duration.value
-        return elapsed >= time.value
-
     def in_window(self, state: State) -> bool:
         """Whether the current step lies in ``[start, end)``."""
-        return self._reached(self.start, state) and not self._reached(self.end, state)
+        return reached(self.start, state) and not reached(self.end, state)
 
     # --- Composer hooks -----------------------------------------------------------------------------------------
     def match(self, event: Event, state: State) -> bool:
-        return event in (Event.INIT, Event.FIT_START, Event.BEFORE_FORWARD, Event.AFTER_LOSS, Event.AFTER_BACKWARD)
+        return event in (Event.INIT, Event.FIT_START, Event.BEFORE_FORWARD, Event.AFTER_LOSS)
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.INIT:
@@ -140,8 +131,6 @@ class DistillationTerm(Algorithm):
                 self._taps.active = self.in_window(state)
         elif event == Event.AFTER_LOSS:
             self._add_term(state, logger)
-        elif event == Event.AFTER_BACKWARD:
-            self._average_head_grads()
 
     def _add_term(self, state: State, logger: Logger) -> None:
         if not self.in_window(state):
@@ -166,35 +155,27 @@ class DistillationTerm(Algorithm):
         heads = self.heads()
         if heads is None:
             return
-        state.device.module_to_device(heads)  # in place: the parameters stay the objects the optimizer holds
+        container = getattr(state.model, HEADS_ATTR, None)
+        if container is None:
+            container = nn.ModuleDict()
+            setattr(state.model, HEADS_ATTR, container)
+        container[self.key] = heads
+        state.device.module_to_device(heads)  # in place: the parameters stay the objects the optimizer will hold
         params = [p for p in heads.parameters() if p.requires_grad]
         for optimizer in state.optimizers[:1]:
             held = {id(p) for group in optimizer.param_groups for p in group['params']}
             new = [p for p in params if id(p) not in held]
             if new:
-                optimizer.add_param_group({'params': new})
-
-    def _average_head_grads(self) -> None:
-        heads = self.heads()
-        if heads is None or dist.get_world_size() == 1:
-            return
-        for p in heads.parameters():
-            if p.grad is not None:
-                dist.all_reduce(p.grad, reduce_operation='SUM')
-                p.grad /= dist.get_world_size()
+                optimizer.add_param_group({'params': new})  # the optimizer's defaults (lr, weight decay, ...)
+                group = optimizer.param_groups[-1]
+                if 'initial_lr' in optimizer.param_groups[0]:  # Composer's decoupled optimizers keep it per group
+                    group['initial_lr'] = group['lr']
 
     # --- checkpointing (Composer saves and restores every algorithm's state_dict) --------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state = {'repr': repr(self), 'pool': self.pool.state_dict(), 'teacher_forwards': self.teacher_forwards}
-        heads = self.heads()
-        if heads is not None:
-            state['heads'] = heads.state_dict()
-        return state
+        return {'repr': repr(self), 'pool': self.pool.state_dict(), 'teacher_forwards': self.teacher_forwards}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if 'pool' in state:
             self.pool.load_state_dict(state['pool'])
         self.teacher_forwards = int(state.get('teacher_forwards', self.teacher_forwards))
-        heads = self.heads()
-        if heads is not None and 'heads' in state:
-            heads.load_state_dict(state['heads'])

@@ -17,6 +17,8 @@ from torch import nn
 
 from ..checkpoint_loading import safe_load
 
+HEADS_ATTR = 'distillation_heads'  # as in distillation_term.py (kept here so this module stands alone)
+
 __all__ = ['load_teacher_weights']
 
 # Wrapper prefixes: ComposerClassifier keeps its network in `.module`, HuggingFaceModel in `.model`, DDP adds
@@ -79,6 +81,8 @@ def load_teacher_weights(module: nn.Module, path: Union[str, os.PathLike]) -> nn
     path = os.fspath(path)
     obj = safe_load(path, map_location='cpu')  # FileNotFoundError if there is no file
     source = _model_state_dict(obj, path)
+    # A student trained with a head-owning term (FitNets, CRD) carries its heads; they are not part of the network.
+    source = {k: v for k, v in source.items() if HEADS_ATTR + '.' not in k}
     target = module.state_dict()
     renamed, missing, unexpected = _match_keys(source, target)
     if missing or unexpected:
