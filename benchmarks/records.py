@@ -19,12 +19,11 @@ from typing import Any, Optional
 import yaml
 from composer.core import Time, TimeUnit
 
-from algorithms.callbacks.run_record import CONFIG_FILE, RECORD_FILE, SUMMARY_FILE, read_records
+from algorithms.callbacks.run_record import CONFIG_FILE, MANIFEST_FILE, RECORD_FILE, SUMMARY_FILE, read_records
 from algorithms.time_strings import parse_time
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = 'manifest.json'
 MACHINE_FILE = 'machine.json'
 SMALL_FILES = (CONFIG_FILE, RECORD_FILE, SUMMARY_FILE, MANIFEST_FILE, MACHINE_FILE)
 KD_KEY = 'knowledge_distillation'

@@ -40,8 +40,9 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from algorithms.callbacks.run_record import LATEST_CHECKPOINT as CHECKPOINT
+
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = 'checkpoints/latest-rank0.pt'
 KINDS = ('train', 'matryoshka')
 TAGS = {
     'teacher': 'the teacher sweep',

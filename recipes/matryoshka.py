@@ -26,7 +26,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from algorithms.callbacks import checkpoint_record  # noqa: E402
-from algorithms.callbacks.run_record import SUMMARY_FILE  # noqa: E402
+from algorithms.callbacks.run_record import LATEST_CHECKPOINT as CHECKPOINT  # noqa: E402
+from algorithms.callbacks.run_record import MANIFEST_FILE, SUMMARY_FILE  # noqa: E402
 from recipes.builders import prepare  # noqa: E402
 from recipes.cli import Stage, dotlist, driver_args, run_main, run_stages, train_stage  # noqa: E402
 from recipes.config import check_keys, check_type, load_config, load_yaml  # noqa: E402
@@ -38,7 +39,6 @@ SPEC_KEYS = {
     'out_dir': (str,),
 }
 MEMBER_KEYS = ('checkpoint', 'overrides')
-CHECKPOINT = 'checkpoints/latest-rank0.pt'
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         manifest['generations'].append([_entry(p, g, i, pool) for i, p in enumerate(students)])
         pool = students
         out.mkdir(parents=True, exist_ok=True)
-        (out / 'manifest.json').write_text(json.dumps(manifest, indent=2) + '\n')
+        (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + '\n')
     return manifest
 
 

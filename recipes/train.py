@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `composer recipes/train.py` runs this file as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from algorithms.callbacks.run_record import SUMMARY_FILE  # noqa: E402
 from recipes.builders import launch, prepare  # noqa: E402
 from recipes.cli import LOG_FORMAT, driver_args  # noqa: E402
 from recipes.config import load_config  # noqa: E402
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         trainer.close()
-    summary = run.run_dir / 'summary.json'
+    summary = run.run_dir / SUMMARY_FILE
     log.info('config and run record: %s (record.jsonl, summary.json)', run.run_dir)
     if run.cfg['save_folder']:
         log.info('checkpoints: %s', run.cfg['save_folder'])

@@ -102,3 +102,13 @@ def test_hint_loss_against_hand_computation():
     s, t = torch.ones(1, 2, 4, 4), torch.zeros(1, 3, 2, 2)
     # each output channel c = sum of its weights (0+1, 2+3, 4+5); pooled 4x4 -> 2x2 keeps the constant maps
     assert hint_loss(s, t, reg).item() == pytest.approx((1 + 25 + 81) / 3)
+
+
+def test_feature_distillation_readme_runs():
+    import re
+    from pathlib import Path
+    readme = Path(__file__).resolve().parents[1] / 'algorithms' / 'feature_distillation' / 'README.md'
+    blocks = re.findall(r'```python\n(.*?)```', readme.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(readme), 'exec'), {'__name__': 'readme'})

@@ -27,7 +27,10 @@ from composer.utils import dist
 
 from algorithms.checkpoint_loading import safe_load
 
+# The run folder's layout, shared by the recipes, the drivers and the benchmarks.
 CONFIG_FILE = 'config.yaml'
+LATEST_CHECKPOINT = 'checkpoints/latest-rank0.pt'  # Composer's symlink to a run's newest checkpoint
+MANIFEST_FILE = 'manifest.json'  # a multi-run driver's index of its runs (Matryoshka, pruning pipelines)
 log = logging.getLogger(__name__)
 RECORD_FILE = 'record.jsonl'
 SUMMARY_FILE = 'summary.json'
