@@ -89,15 +89,13 @@ def _epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def analyse(folder: Path, compare: dict[str, Any]) -> dict[str, Any]:
+def analyse(folder: Path, compare: dict[str, Any], layers: list[str]) -> dict[str, Any]:
     """``analysis.json`` of one finished pipeline folder (see the module docstring)."""
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     stages = manifest['stages']
     original = next(s for s in stages if s['method'] == 'original')
     orig_dir = Path(original['run_dir'])
     reference = _model(orig_dir, original['checkpoint'])
-    layers = compare['layers'][manifest.get('model', reference.module.__class__.__name__)] \
-        if isinstance(compare['layers'], dict) else compare['layers']
     loader = _loader(orig_dir, compare.get('images', 1000))
     sim_kwargs = dict(method='svcca', conv_mode=compare.get('conv_mode', 'positions'), keep=compare.get('keep', 0.99),
                       max_datapoints=compare.get('max_datapoints', 5000))
@@ -165,7 +163,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             target = folder / ANALYSIS_FILE
             if not target.is_file():
                 log.info('analysing %s', folder)
-                target.write_text(json.dumps(analyse(folder, study['compare']), indent=1) + '\n')
+                layers = study['compare']['layers'][pipeline['name']]
+                target.write_text(json.dumps(analyse(folder, study['compare'], layers), indent=1) + '\n')
     return 0
 
 

@@ -1,0 +1,312 @@
+"""The seed's pruning study (chapter II, "pruning is not compression") as one resumable command.
+
+    composer recipes/prune_pipeline.py -f yamls/fashion_mnist/pruning_convnet.yaml [dotted.key=value ...]
+    composer recipes/prune_pipeline.py -f yamls/fashion_mnist/pruning_convnet.yaml seed=1   # another seed
+
+A spec YAML names a dense training recipe and the sparsities and methods to compare. Every stage is a training run
+of that recipe with ``autoresume``, in its own folder under ``out_dir``:
+
+* ``original/``: the dense model (the recipe as it is, with the spec's ``overrides``);
+* ``magnitude-s<S>/``: the original's weights (``load_path`` + ``load_weights_only``), every prunable layer pruned
+  one-shot to sparsity S at the first batch (``magnitude_pruning``), then retrained with the mask fixed (``finetune``
+  overrides);
+* ``reinit-s<S>/``: post-pruning re-initialisation: the masks of ``magnitude-s<S>``, a fresh initialisation,
+  trained from scratch (``post_pruning_reinit``; ``scratch`` overrides, the original's duration by default);
+* ``random-s<S>/``: random sparse initialisation at S, from scratch (``random_sparse_init``; ``scratch`` overrides);
+* ``iterative/``: the original's weights pruned on the ``iterative.schedule`` (e.g. 60/70/80/90%) while retraining.
+
+Layer-wise, as in the seed: every conv / linear layer to the same sparsity, the final classifier dense (``exclude``).
+Every stage's config is validated before the first one starts; a bad spec is one ``error:`` line and exit status 2,
+and no folder is created. A finished stage (``summary.json`` finished and its checkpoint present) is skipped and an
+interrupted one resumes from its last checkpoint, so the command can simply be run again. ``<out_dir>/manifest.json``
+lists every stage with its checkpoints (one per epoch with ``save_every_epoch``, for representation similarity over
+retraining), final metrics and own training wall-clock.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(REPO))
+
+from composer.utils import dist  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+
+from algorithms.callbacks.run_record import LATEST_CHECKPOINT, MANIFEST_FILE, SUMMARY_FILE  # noqa: E402
+from algorithms.pruning import MagnitudePruning, RandomSparseInit, prunable_layers  # noqa: E402
+from algorithms.pruning.magnitude_pruning import parse_schedule  # noqa: E402
+from recipes.algorithm_factories import post_pruning_reinit  # noqa: E402
+from recipes.builders import prepare  # noqa: E402
+from recipes.cli import Stage, dotlist, driver_args, run_main, run_stages, train_stage  # noqa: E402
+from recipes.config import check_keys, check_time, check_type, load_config, load_yaml  # noqa: E402
+from recipes.errors import ConfigError  # noqa: E402
+from recipes.registry import check_kwargs  # noqa: E402
+
+log = logging.getLogger('recipes.prune_pipeline')
+
+METHODS = ('magnitude', 'reinit', 'random', 'iterative')
+#: The seed's iterative schedule (60/70/80/90%, see algorithms/pruning/README.md), used when the spec has none.
+SEED_ITERATIVE = {'schedule': [['2ep', 0.6], ['4ep', 0.7], ['6ep', 0.8], ['8ep', 0.9]], 'max_duration': '10ep'}
+#: key: (allowed types, default); REQUIRED keys have no default.
+REQUIRED = object()
+SPEC_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    'name': ((str,), REQUIRED),
+    'recipe': ((str,), REQUIRED),
+    'out_dir': ((str,), 'runs/${name}/seed${seed}'),
+    'seed': ((int,), 0),
+    'sparsities': ((list,), [0.3, 0.45, 0.6, 0.75, 0.9]),
+    'methods': ((list,), ['magnitude', 'reinit', 'random']),
+    'exclude': ((list, type(None)), None),
+    'overrides': ((dict,), {}),
+    'finetune': ((dict,), {}),
+    'scratch': ((dict,), {}),
+    'scratch_seed': ((int, type(None)), None),
+    'iterative': ((dict,), SEED_ITERATIVE),
+    'save_every_epoch': ((bool,), True),
+}
+ALGORITHM_KEYS = {MagnitudePruning: 'magnitude_pruning', RandomSparseInit: 'random_sparse_init'}
+
+
+def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> dict[str, Any]:
+    """Read and validate a pruning spec; paths in it are relative to the working directory or the repository root."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f'-f: YAML file not found: {path}')
+    bad = [o for o in overrides or [] if '=' not in o]
+    if bad:
+        raise ConfigError(f'override {bad[0]!r}: expected dotted.key=value')
+    try:
+        cfg = OmegaConf.merge(load_yaml(path), OmegaConf.from_dotlist(list(overrides or [])))
+        check_keys('', cfg, SPEC_KEYS)
+        for key, (_, default) in SPEC_KEYS.items():
+            if key not in cfg:
+                if default is REQUIRED:
+                    raise ConfigError(f"missing required key '{key}'")
+                cfg[key] = copy.deepcopy(default)
+        spec: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f'{path}: {str(e).splitlines()[0]}') from None
+    for key, (types, _) in SPEC_KEYS.items():
+        check_type(key, spec[key], types)
+    if not spec['sparsities']:
+        raise ConfigError('sparsities: expected at least one sparsity')
+    for i, s in enumerate(spec['sparsities']):
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
+            raise ConfigError(f'sparsities[{i}]: expected a number strictly between 0 and 1 (the fraction of each '
+                              f'layer\'s weights set to zero), got {s!r}')
+    if len(set(spec['sparsities'])) != len(spec['sparsities']):
+        raise ConfigError(f"sparsities: each sparsity once, got {spec['sparsities']}")
+    if not spec['methods']:
+        raise ConfigError(f"methods: expected at least one of {', '.join(METHODS)}")
+    for i, m in enumerate(spec['methods']):
+        if m not in METHODS:
+            raise ConfigError(f"methods[{i}]: unknown method {m!r}; expected one of {', '.join(METHODS)}")
+    for i, name in enumerate(spec['exclude'] or []):
+        check_type(f'exclude[{i}]', name, (str,))
+    iterative = spec['iterative']
+    if 'schedule' not in iterative:
+        raise ConfigError("missing required key 'iterative.schedule'")
+    try:
+        parse_schedule(iterative['schedule'])
+    except ValueError as e:
+        raise ConfigError(f'iterative.schedule: {e}') from None
+    if spec['scratch_seed'] is None:
+        spec['scratch_seed'] = spec['seed'] + 1
+    spec['recipe'] = str(_recipe_path(spec['recipe']))
+    return spec
+
+
+def _recipe_path(recipe: str) -> Path:
+    for candidate in (Path(recipe), REPO / recipe):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f'recipe: YAML file not found: {recipe}')
+
+
+def _tag(sparsity: float) -> str:
+    return f'{sparsity:g}'
+
+
+def checkpoint_of(run_dir: str) -> str:
+    return f'{run_dir}/{LATEST_CHECKPOINT}'
+
+
+def stage_configs(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every stage in order, as ``{name, method, sparsity, cfg}`` (``cfg`` a resolved training config)."""
+    out = spec['out_dir']
+    original_ckpt = checkpoint_of(f'{out}/original')
+    exclude = spec['exclude']
+    methods = set(spec['methods'])
+
+    def config(stage: str, extra: dict[str, Any], seed: int, retraining: bool) -> dict[str, Any]:
+        run_dir = f'{out}/{stage}'
+        forced = {'seed': seed, 'run_name': f"{spec['name']}-{stage}", 'run_dir': run_dir,
+                  'save_folder': f'{run_dir}/checkpoints', 'autoresume': True}
+        if retraining and spec['save_every_epoch']:
+            forced.update({'save_interval': '1ep', 'save_num_checkpoints_to_keep': -1})
+        return load_config(spec['recipe'], [*dotlist(spec['overrides']), *dotlist(extra), *dotlist(forced)])
+
+    def from_original(cfg: dict[str, Any], schedule: list) -> dict[str, Any]:
+        cfg['load_path'] = original_ckpt
+        cfg['load_weights_only'] = True
+        cfg['algorithms']['magnitude_pruning'] = {'schedule': schedule, 'exclude': exclude}
+        return cfg
+
+    stages = [{'name': 'original', 'method': 'original', 'sparsity': None,
+               'cfg': config('original', {}, spec['seed'], retraining=False)}]
+    sparsities = spec['sparsities']
+    if methods & {'magnitude', 'reinit'}:  # re-initialisation takes the magnitude stage's masks
+        for s in sparsities:
+            cfg = from_original(config(f'magnitude-s{_tag(s)}', spec['finetune'], spec['seed'], True), [['0ba', s]])
+            stages.append({'name': f'magnitude-s{_tag(s)}', 'method': 'magnitude', 'sparsity': s, 'cfg': cfg})
+    if 'reinit' in methods:
+        for s in sparsities:
+            cfg = config(f'reinit-s{_tag(s)}', spec['scratch'], spec['scratch_seed'], True)
+            cfg['algorithms']['post_pruning_reinit'] = {
+                'checkpoint': checkpoint_of(f'{out}/magnitude-s{_tag(s)}'), 'reinit': True}
+            stages.append({'name': f'reinit-s{_tag(s)}', 'method': 'reinit', 'sparsity': s, 'cfg': cfg})
+    if 'random' in methods:
+        for s in sparsities:
+            cfg = config(f'random-s{_tag(s)}', spec['scratch'], spec['scratch_seed'], True)
+            cfg['algorithms']['random_sparse_init'] = {'sparsity': s, 'seed': spec['seed'], 'exclude': exclude}
+            stages.append({'name': f'random-s{_tag(s)}', 'method': 'random', 'sparsity': s, 'cfg': cfg})
+    if 'iterative' in methods:
+        extra = {k: v for k, v in spec['iterative'].items() if k != 'schedule'}
+        schedule = [list(entry) for entry in spec['iterative']['schedule']]
+        cfg = from_original(config('iterative', extra, spec['seed'], True), schedule)
+        end = check_time('max_duration', cfg['max_duration'], allow_zero=False)
+        for i, (when, _) in enumerate(schedule):
+            time = check_time(f'iterative.schedule[{i}]', when)
+            if time.unit == end.unit and time.value >= end.value:
+                raise ConfigError(f"iterative.schedule[{i}]: {when} is not before the iterative stage's max_duration "
+                                  f"{cfg['max_duration']}, so that round would never prune")
+        stages.append({'name': 'iterative', 'method': 'iterative', 'sparsity': schedule[-1][1], 'cfg': cfg})
+    return stages
+
+
+def check_stage(cfg: dict[str, Any], pending: set[str]) -> Any:
+    """Validate one stage's config as far as it can be before earlier stages ran: everything ``prepare`` checks,
+    with a ``load_path`` or ``post_pruning_reinit.checkpoint`` that an earlier stage will write (``pending``) only
+    checked by name, plus the ``exclude`` layers of the pruning algorithms against the model. Returns the model."""
+    probe = copy.deepcopy(cfg)
+    if probe['load_path'] in pending:
+        probe['load_path'], probe['load_weights_only'] = None, False
+    reinit = probe['algorithms'].get('post_pruning_reinit')
+    if isinstance(reinit, dict) and reinit.get('checkpoint') in pending:
+        del probe['algorithms']['post_pruning_reinit']
+        check_kwargs('algorithms.post_pruning_reinit', post_pruning_reinit, reinit)
+    run = prepare(probe)
+    model = run.trainer_kwargs['model']
+    for algorithm in run.trainer_kwargs['algorithms']:
+        key = ALGORITHM_KEYS.get(type(algorithm))
+        if key is not None:
+            _check_exclude(f'algorithms.{key}.exclude', model, algorithm.exclude)
+    return model
+
+
+def _check_exclude(key: str, model: Any, exclude: Optional[list[str]]) -> None:
+    try:
+        prunable_layers(model, exclude)
+    except KeyError as e:
+        raise ConfigError(f'{key}: {e.args[0]}') from None
+
+
+def _finished(cfg: dict[str, Any]) -> bool:
+    summary = Path(cfg['run_dir']) / SUMMARY_FILE
+    if not (summary.is_file() and Path(checkpoint_of(cfg['run_dir'])).is_file()):
+        return False
+    try:
+        return bool(json.loads(summary.read_text()).get('finished'))
+    except json.JSONDecodeError:
+        return False
+
+
+def _epoch_checkpoints(run_dir: str) -> list[str]:
+    """The run's checkpoints other than the ``latest`` link, in training order (``ep<E>-ba<B>-rank0.pt``)."""
+    folder = Path(run_dir) / 'checkpoints'
+    found = []
+    for path in folder.glob('*.pt') if folder.is_dir() else []:
+        match = re.fullmatch(r'ep(\d+)-ba(\d+)-rank0\.pt', path.name)
+        if match and not path.is_symlink():
+            found.append(((int(match[1]), int(match[2])), str(path)))
+    return [p for _, p in sorted(found)]
+
+
+def _entry(stage: dict[str, Any], status: str) -> dict[str, Any]:
+    cfg = stage['cfg']
+    summary_path = Path(cfg['run_dir']) / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    algorithms = cfg['algorithms']
+    source = cfg['load_path'] if stage['method'] in ('magnitude', 'iterative') else \
+        algorithms.get('post_pruning_reinit', {}).get('checkpoint')
+    entry = {
+        'stage': stage['name'], 'method': stage['method'], 'sparsity': stage['sparsity'], 'seed': cfg['seed'],
+        'run_dir': cfg['run_dir'], 'checkpoint': checkpoint_of(cfg['run_dir']),
+        'epoch_checkpoints': _epoch_checkpoints(cfg['run_dir']), 'from': source,
+        'metrics': summary.get('final_metrics', {}), 'train_wct_s': summary.get('train_wct_s'),
+        'total_wct_s': summary.get('total_wct_s'), 'step': summary.get('step'), 'status': status,
+    }
+    if stage['method'] == 'iterative':
+        entry['schedule'] = algorithms['magnitude_pruning']['schedule']
+    return entry
+
+
+def plan(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Stage]]:
+    """The stages of ``spec`` (as :func:`stage_configs`) and the :class:`Stage` that checks, skips or trains each."""
+    stages = stage_configs(spec)
+    pending: set[str] = set()
+    checks = []
+    for i, stage in enumerate(stages):
+        def check(stage=stage, pending=frozenset(pending), first=i == 0) -> None:
+            try:
+                model = check_stage(stage['cfg'], set(pending))
+                if first:  # the spec's own key, checked against the original model
+                    _check_exclude('exclude', model, spec['exclude'])
+            except ConfigError as e:
+                raise ConfigError(str(e) if first else f"stage {stage['name']}: {e}") from None
+        checks.append(check)
+        pending.add(checkpoint_of(stage['cfg']['run_dir']))
+    run_list = [Stage(name=stage['name'], run=lambda cfg=stage['cfg']: train_stage(cfg),
+                      done=lambda cfg=stage['cfg']: _finished(cfg), check=check)
+                for stage, check in zip(stages, checks)]
+    return stages, run_list
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Check every stage, train those not finished, write and return the manifest."""
+    stages, run_list = plan(spec)
+    status = run_stages(run_list, log)
+    manifest = {'name': spec['name'], 'seed': spec['seed'], 'recipe': spec['recipe'], 'out_dir': spec['out_dir'],
+                'stages': [_entry(stage, status[stage['name']]) for stage in stages]}
+    if dist.get_global_rank() == 0:
+        out = Path(spec['out_dir'])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + '\n')
+    return manifest
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = driver_args(argv, __doc__)
+
+    def body() -> int:
+        spec = load_spec(args.file, args.overrides)
+        manifest = run(spec)
+        for e in manifest['stages']:
+            log.info('%-16s %-9s %s train %.1fs', e['stage'], e['status'], e['metrics'], e['train_wct_s'] or 0.0)
+        log.info('manifest: %s', Path(spec['out_dir']) / MANIFEST_FILE)
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
