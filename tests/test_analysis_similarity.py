@@ -68,6 +68,16 @@ def test_svcca_ignores_the_scale_of_activations():
     assert svcca(a, 1e6 * b).mean == pytest.approx(reference, abs=1e-9)
 
 
+@pytest.mark.parametrize('offset', [50.0, 1e7])
+def test_large_neuron_means_do_not_cost_precision(offset):
+    # The Gram matrix is centred as acts acts^T - n m m^T; a mean 1e7 times the spread would lose 12 of float64's
+    # digits that way, so such activations are centred explicitly.
+    a, b = correlated(30, 40, 1500, seed=10)
+    shifted = a + offset * np.random.default_rng(11).uniform(0.5, 1.5, size=(30, 1))
+    assert svcca(shifted, b).mean == pytest.approx(svcca(a, b).mean, abs=1e-9)
+    assert svcca(shifted, b, keep=30).mean == pytest.approx(svcca_reference(a, b, keep=30), abs=1e-9)
+
+
 def test_linear_cka_invariances():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2000, 6)) @ rng.standard_normal((6, 20)) * 3 + rng.standard_normal((2000, 20))

@@ -14,9 +14,10 @@ The procedure is google/svcca's (``cca_core.get_cca_similarity`` and the SVCCA s
    tutorials; ``cca_core``'s own ``results["mean"]`` also drops the trailing coefficients holding the last 2% of
    their sum, which raises it). Distance = ``1 - mean``.
 
-Step 2 runs through the eigen-decomposition of the ``neurons x neurons`` Gram matrix instead of an SVD of the
-``neurons x datapoints`` matrix: the same directions and variances at a fraction of the cost (``benchmarks/
-svcca_speed.py``), and ``U_k^T acts`` is computed from the data, so a rotation of the kept subspace is exact.
+Step 2 runs through the eigen-decomposition of the ``neurons x neurons`` centred Gram matrix instead of an SVD of
+the ``neurons x datapoints`` matrix: the same directions and variances at a fraction of the cost (``benchmarks/
+svcca_speed.py``), without a centred copy of the activations; ``U_k^T acts`` is computed from the data, so a
+rotation of the kept subspace is exact.
 Everything runs in float64 on the device the inputs are on.
 """
 
@@ -81,20 +82,31 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, names: tuple[str, str]) -> Non
         raise ValueError(f'{names[0]} is on {x.device} but {names[1]} on {y.device}')
 
 
-def top_directions(centred: torch.Tensor, keep: Keep) -> torch.Tensor:
-    """The projection of row-centred ``neurons x datapoints`` activations on their top singular directions.
+def top_directions(acts: torch.Tensor, keep: Keep) -> torch.Tensor:
+    """The centred projection of ``neurons x datapoints`` activations on their top singular directions.
 
     ``keep``: an ``int`` k (1 <= k <= neurons) keeps the top k; a ``float`` in (0, 1] keeps the fewest directions
-    whose share of the variance (sum of ``s_i^2``) reaches ``keep``. Returns ``U_k^T centred`` (``k x datapoints``).
+    whose share of the variance (sum of ``s_i^2``) reaches ``keep``. Returns ``U_k^T (acts - mean)``
+    (``k x datapoints``), ``U`` the left singular vectors of the centred activations.
+
+    The centred Gram matrix is ``acts acts^T - n m m^T``: no centred copy of ``acts`` is made. That subtraction
+    costs float64 digits when a neuron's mean dwarfs its spread; past ``mean^2 > 1e4 var`` (4 of 16 digits) the
+    activations are centred explicitly instead.
     """
-    neurons = centred.shape[0]
+    neurons, n = acts.shape
     if isinstance(keep, bool) or not isinstance(keep, numbers.Real):
         raise ValueError(f'keep: expected an int number of directions or a float share of variance, got {keep!r}')
     if isinstance(keep, numbers.Integral) and not 1 <= int(keep) <= neurons:
         raise ValueError(f'keep: {keep} directions asked of a layer of {neurons} neurons (need 1..{neurons})')
     if not isinstance(keep, numbers.Integral) and not 0.0 < float(keep) <= 1.0:
         raise ValueError(f'keep: a share of variance must be in (0, 1], got {keep}')
-    eigvals, eigvecs = torch.linalg.eigh(centred @ centred.T)  # ascending; eigvals are s_i^2
+    mean = acts.mean(dim=1, keepdim=True)
+    gram = acts @ acts.T - n * (mean @ mean.T)
+    if bool((mean.squeeze(1) ** 2 > 1e4 * torch.diagonal(gram) / n).any()):
+        acts = acts - mean
+        mean = torch.zeros_like(mean)
+        gram = acts @ acts.T
+    eigvals, eigvecs = torch.linalg.eigh(gram)  # ascending; eigvals are s_i^2
     eigvals, eigvecs = eigvals.flip(0).clamp_min(0), eigvecs.flip(1)
     if isinstance(keep, numbers.Integral):
         k = int(keep)
@@ -102,7 +114,8 @@ def top_directions(centred: torch.Tensor, keep: Keep) -> torch.Tensor:
         cumulative = torch.cumsum(eigvals, 0)
         total = float(cumulative[-1])
         k = 1 if total <= 0.0 else min(neurons, int((cumulative < float(keep) * total).sum()) + 1)
-    return eigvecs[:, :k].T @ centred
+    directions = eigvecs[:, :k].T
+    return directions @ acts - directions @ mean
 
 
 def _pinv_sqrt(sym: torch.Tensor) -> torch.Tensor:
@@ -166,8 +179,7 @@ def svcca(acts1: Any, acts2: Any, keep: Keep = 0.99, epsilon: float = 1e-10) -> 
         if a.shape[0] >= a.shape[1]:
             raise ValueError(f'{name}: {a.shape[0]} neurons need more datapoints than that, got {a.shape[1]} '
                              '(inputs are neurons x datapoints: transpose? use more data or spatial positions)')
-    sx = top_directions(x - x.mean(dim=1, keepdim=True), keep)
-    sy = top_directions(y - y.mean(dim=1, keepdim=True), keep)
+    sx, sy = top_directions(x, keep), top_directions(y, keep)
     coefs = cca_coefficients(sx, sy, epsilon)
     if coefs.numel() == 0:
         log.warning('svcca: one side has no direction with variance above epsilon=%g; similarity 0', epsilon)
