@@ -19,7 +19,6 @@ from composer.utils import dist, reproducibility
 
 from algorithms.callbacks import NonFiniteLossGuard, RunRecord
 from algorithms.callbacks.run_record import CONFIG_FILE
-from algorithms.feature_taps import resolve_module
 from recipes import models, registry
 from recipes.algorithm_factories import algorithm_table
 from recipes.checkpoint_safety import check_checkpoint, use_weights_only_checkpoint_loading
@@ -68,7 +67,7 @@ def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) 
     shape = dataset_info(cfg['train_loader']).get('input_shape')
     teachers = TeacherRegistry(default_model=cfg['model'], student=model, input_shape=shape)
     algorithms = registry.build_by_name('algorithms', algorithm_table(teachers), cfg['algorithms'])
-    check_student_features(model, algorithms)
+    check_algorithms_fit(model, algorithms)
     callbacks = registry.build_by_name('callbacks', registry.CALLBACKS, cfg['callbacks'])
     loggers = registry.build_by_name('loggers', registry.LOGGERS, cfg['loggers'])
     callbacks += [RunRecord(cfg['run_dir'], teachers=teachers.checkpoints), NonFiniteLossGuard(),
@@ -95,14 +94,17 @@ def check_model_fits_data(model_cfg: dict[str, Any], loader_cfg: dict[str, Any],
                               f'which has {info[option]}; set model.{option}={info[option]}')
 
 
-def check_student_features(model: Any, algorithms: list[Any]) -> None:
-    """A ConfigError if an algorithm taps a student module (``student_features``) that the model lacks."""
+def check_algorithms_fit(model: Any, algorithms: list[Any]) -> None:
+    """A ConfigError if an algorithm does not fit the model (an algorithm may define ``check_model(model)``, raising
+    ``KeyError``/``ValueError``: a feature or layer name the model lacks, a mask of the wrong shape)."""
     for algorithm in algorithms:
-        for name in getattr(algorithm, 'student_features', ()):
-            try:
-                resolve_module(model, name)
-            except KeyError as e:
-                raise ConfigError(f'algorithms.{type(algorithm).__name__}: student feature {e.args[0]}') from None
+        check = getattr(algorithm, 'check_model', None)
+        if check is None:
+            continue
+        try:
+            check(model)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f'algorithms ({type(algorithm).__name__}): {e.args[0] if e.args else e}') from None
 
 
 def launch(run: PreparedRun) -> Trainer:

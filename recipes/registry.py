@@ -19,6 +19,8 @@ from composer import loggers as cl
 from composer import optim as co
 from composer.core import Time
 
+from algorithms.analysis import SimilarityMonitor
+
 from recipes.config import check_keys, check_time, check_type
 from recipes.errors import ConfigError
 
@@ -55,6 +57,7 @@ CALLBACKS: dict[str, Callable[..., Any]] = {
     'optimizer_monitor': cc.OptimizerMonitor,
     'runtime_estimator': cc.RuntimeEstimator,
     'system_metrics_monitor': cc.SystemMetricsMonitor,
+    'similarity_monitor': SimilarityMonitor,  # per-layer SVCCA/CKA to a reference checkpoint, every epoch
 }
 LOGGERS: dict[str, Callable[..., Any]] = {
     'file': cl.FileLogger,

@@ -125,3 +125,14 @@ def test_unsafe_checkpoint_is_refused_in_one_line(tmp_path, fmnist_root, capsys,
                        yaml=yaml)
         assert err.startswith('error: algorithms.knowledge_distillation.teachers[0].checkpoint: ')
         assert 'refused as unsafe by weights_only loading' in err
+
+
+@pytest.mark.parametrize('override, expected', [
+    ('algorithms.magnitude_pruning={schedule: [[1ep, 1.5]]}', 'sparsity'),
+    ('algorithms.magnitude_pruning={schedule: [[1ep, 0.5]], exclude: [fc9]}', "'fc9'"),
+    ('algorithms.random_sparse_init={sparsity: 0.0}', 'sparsity'),
+])
+def test_pruning_arguments_that_do_not_fit_are_refused_before_training(tmp_path, fmnist_root, capsys, override,
+                                                                       expected):
+    err = run_main(tmp_path, fmnist_root, capsys, override)
+    assert expected in err and 'algorithms' in err

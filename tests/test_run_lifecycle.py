@@ -119,3 +119,42 @@ def test_same_seed_same_metrics(uninterrupted, fmnist_root, tmp_path):
     a = [r['metrics'] for r in read_records(run_dir)]
     b = [r['metrics'] for r in read_records(tmp_path / 'again')]
     assert a == b
+
+
+def test_composer_checkpoint_loading_goes_through_weights_only(uninterrupted, tmp_path, monkeypatch):
+    """The patched private function is the one Composer's load path calls (fails if an upgrade renames or bypasses
+    it), and it refuses a pickle that would run code."""
+    import pickle
+
+    import composer.utils.checkpoint as composer_checkpoint
+    import torch
+
+    from recipes.checkpoint_safety import use_weights_only_checkpoint_loading
+
+    use_weights_only_checkpoint_loading()
+    calls = []
+    patched = composer_checkpoint._torch_load_with_validation
+
+    def spy(path, map_location):
+        calls.append(path)
+        return patched(path, map_location)
+
+    monkeypatch.setattr(composer_checkpoint, '_torch_load_with_validation', spy)
+    run_dir, _ = uninterrupted
+    from composer import Trainer
+
+    from recipes.models import build_model
+    Trainer(model=build_model('cifar_resnet8', num_classes=10, in_channels=1), device='cpu', progress_bar=False,
+            load_path=str(run_dir / 'checkpoints' / 'latest-rank0.pt'), load_weights_only=True)
+    assert calls, "Composer's checkpoint loading no longer calls _torch_load_with_validation"
+
+    class Boom:
+        def __reduce__(self):
+            import os
+            return (os.system, ('true',))
+
+    evil = tmp_path / 'evil.pt'
+    torch.save({'state': {}, 'x': Boom()}, evil)
+    with pytest.raises(pickle.UnpicklingError):
+        patched(str(evil), 'cpu')
+

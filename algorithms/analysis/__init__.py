@@ -9,6 +9,7 @@ from .activations import CONV_MODES, conv_activations
 from .cka import linear_cka
 from .layer_similarity import METHODS, collect_activations, layer_similarity
 from .plots import similarity_heatmap
+from .similarity_monitor import SimilarityMonitor
 from .svcca import SVCCAResult, cca_coefficients, svcca
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     'layer_similarity',
     'METHODS',
     'similarity_heatmap',
+    'SimilarityMonitor',
 ]

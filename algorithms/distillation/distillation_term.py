@@ -29,7 +29,7 @@ from composer.core import Algorithm, Event, State, Time
 from composer.core.precision import get_precision_context
 from composer.loggers import Logger
 
-from ..feature_taps import FeatureTaps
+from ..feature_taps import FeatureTaps, resolve_module
 from ..time_strings import parse_time, reached
 from .loss_dict import add_distillation_loss
 from .model_io import DistillationLossFn, ModelIO
@@ -109,6 +109,11 @@ class DistillationTerm(Algorithm):
     def heads(self) -> Optional[nn.Module]:
         """Trainable modules of the method (CRD embeddings, FitNets regressors), or None."""
         return None
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ``KeyError`` now (before training) if a student feature names a module ``model`` lacks."""
+        for name in self.student_features:
+            resolve_module(model, name)
 
     # --- the window ---------------------------------------------------------------------------------------------
     def in_window(self, state: State) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Optional, Union
 
 import torch
+from torch import nn
 
 from composer.core import Algorithm, Event, State, Time
 from composer.loggers import Logger
@@ -94,6 +95,10 @@ class MagnitudePruning(Algorithm):
     def __repr__(self) -> str:
         schedule = [(str(t), s) for t, s in self.schedule]
         return f'MagnitudePruning(schedule={schedule!r}, exclude={self.exclude!r})'
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ``KeyError`` now (before training) if ``exclude`` names a layer ``model`` lacks."""
+        prunable_layers(model, self.exclude)
 
     def layers(self, state: State) -> list[str]:
         """The names of the layers this algorithm prunes in ``state.model``."""

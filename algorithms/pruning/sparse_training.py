@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from types import SimpleNamespace
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Union
 
 import torch
+from torch import nn
 
 from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
@@ -155,6 +157,12 @@ class FixedMaskTraining(Algorithm):
         return f'{type(self).__name__}(layers={len(self.masks)}, source={self.source!r})'
 
     # --- model side ---------------------------------------------------------------------------------------------
+    def check_model(self, model: nn.Module) -> None:
+        """Raise now (before training) if the masks do not fit ``model``: ``KeyError`` for an unknown layer,
+        ``ValueError`` naming the layer and both shapes for a misfit."""
+        if self.masks:
+            self._checked_masks(SimpleNamespace(model=model))  # type: ignore[arg-type]
+
     def _checked_masks(self, state: State) -> dict[str, torch.Tensor]:
         masks = self.masks
         if self.source == 'zeros':
@@ -246,6 +254,10 @@ class RandomSparseInit(FixedMaskTraining):
 
     def __repr__(self) -> str:
         return f'RandomSparseInit(sparsity={self.sparsity}, seed={self.seed}, exclude={self.exclude!r})'
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ``KeyError`` now (before training) if ``exclude`` names a layer ``model`` lacks."""
+        prunable_layers(model, self.exclude)
 
     def prepare(self, state: State) -> None:
         if not self.masks:
