@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Union
 from composer.core import Time
 
 from algorithms.distillation import KnowledgeDistillation
-from algorithms.feature_distillation import FitNets
+from algorithms.feature_distillation import PKT, AttentionTransfer, FitNets, SimilarityPreserving
 from algorithms.pruning import FixedMaskTraining, MagnitudePruning, RandomSparseInit
 from recipes.checkpoint_safety import check_checkpoint
 from recipes.errors import ConfigError
@@ -76,6 +76,33 @@ def fitnets(
                    start=start, end=end)
 
 
+def _feature_factory(cls: type, name: str, default_weight: float) -> Callable[..., Any]:
+    """A YAML factory for a :class:`~algorithms.feature_distillation.FeatureDistillation` subclass."""
+
+    def factory(
+        teachers: list,
+        student_features: list,
+        teacher_features: Optional[list] = None,
+        weight: float = default_weight,
+        start: Union[str, Time] = '0dur',
+        end: Union[str, Time] = '1dur',
+        pool_mode: str = 'all',
+        k: Optional[int] = None,
+        seed: int = 0,
+        *,
+        registry: TeacherRegistry,
+    ) -> Any:
+        built = registry.teachers(f'algorithms.{name}.teachers', teachers)
+        return cls(registry.pool(built, mode=pool_mode, k=k, seed=seed), student_features, teacher_features,
+                   weight=weight, start=start, end=end)
+
+    factory.__name__ = name
+    factory.__doc__ = (f':class:`{cls.__name__}` from YAML arguments: ``student_features`` (and ``teacher_features``, '
+                       f'default the same names) are module paths paired in order; weight {default_weight} as '
+                       'RepDistiller.')
+    return factory
+
+
 def post_pruning_reinit(checkpoint: str, reinit: bool = True) -> FixedMaskTraining:
     """Train with the masks of a pruned model's ``checkpoint`` enforced: from the student's fresh initialisation
     (``reinit: true``, post-pruning re-initialisation) or from the checkpoint's weights (``reinit: false``)."""
@@ -94,6 +121,9 @@ PROJECT_ALGORITHMS: dict[str, Callable[..., Any]] = {
 TEACHER_FACTORIES: dict[str, Callable[..., Any]] = {
     'knowledge_distillation': knowledge_distillation,
     'fitnets': fitnets,
+    'attention_transfer': _feature_factory(AttentionTransfer, 'attention_transfer', 1000.0),
+    'similarity_preserving': _feature_factory(SimilarityPreserving, 'similarity_preserving', 3000.0),
+    'pkt': _feature_factory(PKT, 'pkt', 30000.0),
 }
 
 
