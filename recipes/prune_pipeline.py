@@ -41,7 +41,7 @@ from composer.utils import dist  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from algorithms.callbacks.run_record import LATEST_CHECKPOINT, MANIFEST_FILE, SUMMARY_FILE  # noqa: E402
+from algorithms.callbacks.run_record import LATEST_CHECKPOINT, MANIFEST_FILE, SUMMARY_FILE, read_records  # noqa: E402
 from algorithms.pruning import MagnitudePruning, RandomSparseInit, prunable_layers  # noqa: E402
 from algorithms.pruning.magnitude_pruning import parse_schedule  # noqa: E402
 from recipes.algorithm_factories import post_pruning_reinit  # noqa: E402
@@ -245,6 +245,9 @@ def _entry(stage: dict[str, Any], status: str) -> dict[str, Any]:
     cfg = stage['cfg']
     summary_path = Path(cfg['run_dir']) / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    records = read_records(cfg['run_dir'])
+    # a summary written before the final evaluation (older run records) lacks its metrics: the record has them
+    metrics = summary.get('final_metrics') or (records[-1].get('metrics', {}) if records else {})
     algorithms = cfg['algorithms']
     source = cfg['load_path'] if stage['method'] in ('magnitude', 'iterative') else \
         algorithms.get('post_pruning_reinit', {}).get('checkpoint')
@@ -252,7 +255,7 @@ def _entry(stage: dict[str, Any], status: str) -> dict[str, Any]:
         'stage': stage['name'], 'method': stage['method'], 'sparsity': stage['sparsity'], 'seed': cfg['seed'],
         'run_dir': cfg['run_dir'], 'checkpoint': checkpoint_of(cfg['run_dir']),
         'epoch_checkpoints': _epoch_checkpoints(cfg['run_dir']), 'from': source,
-        'metrics': summary.get('final_metrics', {}), 'train_wct_s': summary.get('train_wct_s'),
+        'metrics': metrics, 'train_wct_s': summary.get('train_wct_s'),
         'total_wct_s': summary.get('total_wct_s'), 'step': summary.get('step'), 'status': status,
     }
     if stage['method'] == 'iterative':

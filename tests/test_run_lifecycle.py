@@ -158,3 +158,15 @@ def test_composer_checkpoint_loading_goes_through_weights_only(uninterrupted, tm
     with pytest.raises(pickle.UnpicklingError):
         patched(str(evil), 'cpu')
 
+
+
+def test_summary_has_the_final_evaluation_when_it_runs_after_fit_end(fmnist_root, tmp_path):
+    """Composer evaluates at FIT_END (after the FIT_END event) when eval_interval does not divide the duration:
+    the summary must still carry that evaluation's metrics."""
+    cfg = tiny_config(fmnist_root, tmp_path / 'run', max_duration='1ep', eval_interval='1000ep', save_folder=None)
+    trainer = launch(prepare(cfg))
+    trainer.fit()
+    records = read_records(tmp_path / 'run')
+    summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
+    assert len(records) == 1 and summary['n_evals'] == 1
+    assert summary['final_metrics'] == records[-1]['metrics'] and 'eval/MulticlassAccuracy' in summary['final_metrics']

@@ -82,6 +82,7 @@ class RunRecord(Callback):
         self._state: State | None = None
         self._resumed_step: int | None = None
         self._last_metrics: dict[str, float] = {}
+        self._fit_ended = False
 
     # clocks ---------------------------------------------------------------------------------------------------
     def clocks(self) -> dict[str, float]:
@@ -106,10 +107,14 @@ class RunRecord(Callback):
         elif event == Event.EVAL_AFTER_ALL:
             self._eval_s += time.perf_counter() - self._eval_t0
             self._write_eval(state)
+            if self._fit_ended:  # Composer evaluates after FIT_END when eval_interval does not divide the duration
+                self._write_summary(state)
         elif event == Event.FIT_END:
+            self._fit_ended = True
             self._write_summary(state)
 
     def _start(self, state: State) -> None:
+        self._fit_ended = False
         self._t0 = time.perf_counter()
         self._cpu0 = time.process_time()
         self._eval_s = 0.0
