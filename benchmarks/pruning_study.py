@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from algorithms.analysis import layer_similarity
@@ -67,7 +68,7 @@ def run_pipeline(study: dict[str, Any], pipeline: dict[str, Any], seed: int) -> 
 def _model(run_dir: Path, checkpoint: str) -> torch.nn.Module:
     from recipes.models import build_model
 
-    cfg = json.loads(json.dumps(__import__('yaml').safe_load((run_dir / CONFIG_FILE).read_text())))
+    cfg = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
     model = build_model(**cfg['model'])
     load_teacher_weights(model, checkpoint)
     return model.eval()
@@ -76,7 +77,7 @@ def _model(run_dir: Path, checkpoint: str) -> torch.nn.Module:
 def _loader(run_dir: Path, images: int):
     from recipes.data import build_dataloader
 
-    cfg = __import__('yaml').safe_load((run_dir / CONFIG_FILE).read_text())
+    cfg = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
     loader_cfg = {**cfg['eval_loader'], 'subset': images, 'shuffle': False, 'num_workers': 0}
     return build_dataloader(loader_cfg, batch_size=250)
 
@@ -122,8 +123,7 @@ def analyse(folder: Path, compare: dict[str, Any], layers: list[str]) -> dict[st
         for epoch, path in _epoch_checkpoints(Path(stage['run_dir'])):
             result['epochs'].append({'method': stage['method'], 'sparsity': stage.get('sparsity'), 'epoch': epoch,
                                      'similarity': similarity(_model(Path(stage['run_dir']), str(path)))})
-    masked = next((s for s in stages if s['method'] == 'magnitude'), None)
-    if masked is not None:  # side by side, interleaved: the dense original vs the most pruned magnitude model
+    if any(s['method'] == 'magnitude' for s in stages):  # side by side, interleaved: the dense original vs the most pruned magnitude model
         most = max((s for s in stages if s['method'] == 'magnitude'), key=lambda s: s['sparsity'])
         pruned = _model(Path(most['run_dir']), most['checkpoint'])
         batch = next(iter(loader))[0][:128]
