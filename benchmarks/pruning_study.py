@@ -82,14 +82,6 @@ def _loader(run_dir: Path, images: int):
     return build_dataloader(loader_cfg, batch_size=250)
 
 
-def _epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    out = []
-    for path in (run_dir / 'checkpoints').glob('ep*-ba*-rank0.pt'):
-        epoch = int(path.name.split('-')[0][2:])
-        out.append((epoch, path))
-    return sorted(out)
-
-
 def analyse(folder: Path, compare: dict[str, Any], layers: list[str]) -> dict[str, Any]:
     """``analysis.json`` of one finished pipeline folder (see the module docstring)."""
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
@@ -120,9 +112,10 @@ def analyse(folder: Path, compare: dict[str, Any], layers: list[str]) -> dict[st
             'params': count_parameters(model), 'macs': count_macs(model, example),
             'similarity': similarity(model),
         })
-        for epoch, path in _epoch_checkpoints(Path(stage['run_dir'])):
+        for path in stage.get('epoch_checkpoints', []):  # ep<E>-ba<B>-rank0.pt, in training order
+            epoch = int(Path(path).name.split('-')[0][2:])
             result['epochs'].append({'method': stage['method'], 'sparsity': stage.get('sparsity'), 'epoch': epoch,
-                                     'similarity': similarity(_model(Path(stage['run_dir']), str(path)))})
+                                     'similarity': similarity(_model(Path(stage['run_dir']), path))})
     if any(s['method'] == 'magnitude' for s in stages):  # side by side, interleaved: the dense original vs the most pruned magnitude model
         most = max((s for s in stages if s['method'] == 'magnitude'), key=lambda s: s['sparsity'])
         pruned = _model(Path(most['run_dir']), most['checkpoint'])

@@ -11,10 +11,11 @@ that Composer backpropagates (``'total'``) and logs (``loss/train/<key>``). It o
 * trainable heads (embeddings, regressors): :meth:`heads` returns them; at ``Event.INIT`` (Composer's moment for
   model surgery, before DDP wrapping and checkpoint loading) they are registered on the student as
   ``model.distillation_heads[<key>]`` and added to the optimizer as a parameter group (Composer builds the
-  optimizer before the algorithms run). So they are trained, synchronised by DDP like any weight, and saved in and
-  restored from the checkpoint with the model and the optimizer state (Composer maps optimizer state to model
-  parameter names, so a head outside the model could not be checkpointed). ``load_teacher_weights`` ignores them
-  when such a student later serves as a teacher.
+  optimizer before the algorithms run). So they are trained and saved in and restored from the checkpoint with the
+  model and the optimizer state (Composer maps optimizer state to model parameter names, so a head outside the
+  model could not be checkpointed). DDP is told to ignore them (they are used after the forward, and not at all
+  outside the window, which DDP's reducer refuses); instead their gradients are averaged across ranks after each
+  backward. ``load_teacher_weights`` ignores them when such a student later serves as a teacher.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from composer.core import Algorithm, Event, State, Time
 from composer.core.precision import get_precision_context
 from composer.loggers import Logger
+from composer.utils import dist
 
 from ..feature_taps import FeatureTaps, resolve_module
 from ..time_strings import parse_time, reached
@@ -122,7 +125,8 @@ class DistillationTerm(Algorithm):
 
     # --- Composer hooks -----------------------------------------------------------------------------------------
     def match(self, event: Event, state: State) -> bool:
-        return event in (Event.INIT, Event.FIT_START, Event.BEFORE_FORWARD, Event.AFTER_LOSS)
+        return event in (Event.INIT, Event.FIT_START, Event.BEFORE_FORWARD, Event.AFTER_LOSS,
+                         Event.AFTER_BACKWARD)
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.INIT:
@@ -136,6 +140,8 @@ class DistillationTerm(Algorithm):
                 self._taps.active = self.in_window(state)
         elif event == Event.AFTER_LOSS:
             self._add_term(state, logger)
+        elif event == Event.AFTER_BACKWARD:
+            self._average_head_grads()
 
     def _add_term(self, state: State, logger: Logger) -> None:
         if not self.in_window(state):
@@ -165,6 +171,11 @@ class DistillationTerm(Algorithm):
             container = nn.ModuleDict()
             setattr(state.model, HEADS_ATTR, container)
         container[self.key] = heads
+        # DDP (wrapped after INIT) must not manage the heads: keep them out of its reducer and buffer broadcast.
+        ignored = set(getattr(state.model, '_ddp_params_and_buffers_to_ignore', ()))
+        ignored |= {f'{HEADS_ATTR}.{self.key}.{name}' for name, _ in heads.named_parameters()}
+        ignored |= {f'{HEADS_ATTR}.{self.key}.{name}' for name, _ in heads.named_buffers()}
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(state.model, sorted(ignored))
         state.device.module_to_device(heads)  # in place: the parameters stay the objects the optimizer will hold
         params = [p for p in heads.parameters() if p.requires_grad]
         for optimizer in state.optimizers[:1]:
@@ -175,6 +186,18 @@ class DistillationTerm(Algorithm):
                 group = optimizer.param_groups[-1]
                 if 'initial_lr' in optimizer.param_groups[0]:  # Composer's decoupled optimizers keep it per group
                     group['initial_lr'] = group['lr']
+
+    def _average_head_grads(self) -> None:
+        """Average the heads' gradients across ranks (DDP ignores them). Run after every microbatch's backward:
+        the gradient accumulated so far is already equal on all ranks, so averaging again keeps it exact."""
+        heads = self.heads()
+        world = dist.get_world_size()
+        if heads is None or world == 1:
+            return
+        for p in heads.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad, reduce_operation='SUM')
+                p.grad /= world
 
     # --- checkpointing (Composer saves and restores every algorithm's state_dict) --------------------------------
     def state_dict(self) -> dict[str, Any]:
