@@ -68,6 +68,7 @@ def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) 
     teachers = TeacherRegistry(default_model=cfg['model'], student=model, input_shape=shape)
     algorithms = registry.build_by_name('algorithms', algorithm_table(teachers), cfg['algorithms'])
     check_algorithms_fit(model, algorithms)
+    check_sample_indices(cfg, algorithms)
     callbacks = registry.build_by_name('callbacks', registry.CALLBACKS, cfg['callbacks'])
     loggers = registry.build_by_name('loggers', registry.LOGGERS, cfg['loggers'])
     callbacks += [RunRecord(cfg['run_dir'], teachers=teachers.checkpoints), NonFiniteLossGuard(),
@@ -105,6 +106,21 @@ def check_algorithms_fit(model: Any, algorithms: list[Any]) -> None:
             check(model)
         except (KeyError, ValueError) as e:
             raise ConfigError(f'algorithms ({type(algorithm).__name__}): {e.args[0] if e.args else e}') from None
+
+
+def check_sample_indices(cfg: dict[str, Any], algorithms: list[Any]) -> None:
+    """A ConfigError unless the train loader yields sample indices exactly when an algorithm reads them (CRD's
+    memory banks do: ``needs_sample_indices``), and no eval loader yields them (the model would see a triple)."""
+    readers = [type(a).__name__ for a in algorithms if getattr(a, 'needs_sample_indices', False)]
+    yields = bool((cfg['train_loader'] or {}).get('indices'))
+    if readers and not yields:
+        raise ConfigError(f'algorithms ({readers[0]}): needs the index of every training sample; set '
+                          'train_loader.indices: true')
+    if yields and not readers:
+        raise ConfigError('train_loader.indices: true, but no algorithm reads sample indices (CRD does); the model '
+                          'would receive (x, y, index): remove it')
+    if (cfg['eval_loader'] or {}).get('indices'):
+        raise ConfigError('eval_loader.indices: evaluation takes (x, y) batches; remove it')
 
 
 def launch(run: PreparedRun) -> Trainer:

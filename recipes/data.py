@@ -33,6 +33,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
+from recipes.biased_data import Downsampled, WithIndex, resolve_fractions
 from recipes.config import REQUIRED, check_type
 from recipes.errors import ConfigError
 
@@ -57,6 +58,9 @@ _COMMON: dict[str, tuple[tuple[type, ...], Any]] = {
     'num_workers': ((int,), 0),
     'pin_memory': ((bool, NoneType), None),
     'persistent_workers': ((bool,), False),
+    'downsample': ((str, dict, NoneType), None),
+    'downsample_seed': ((int,), 0),
+    'indices': ((bool,), False),
 }
 _TORCHVISION = {**_COMMON, 'download': ((bool,), False)}
 _IMAGENET = {**_COMMON, 'path': ((str,), REQUIRED), 'image_size': ((int,), 224)}
@@ -99,6 +103,8 @@ def resolve_options(cfg: Mapping[str, Any], key: str = 'loader') -> dict[str, An
     for opt, least in (('subset', 1), ('num_workers', 0), ('image_size', 1)):
         if opts.get(opt) is not None and opts[opt] < least:
             raise ConfigError(f'{key}.{opt}: expected an integer >= {least}, got {opts[opt]!r}')
+    if opts.get('downsample') is not None:
+        opts['downsample'] = resolve_fractions(opts['downsample'], dataset.info.get('num_classes'), f'{key}.downsample')
     train = opts['split'] == 'train'
     for opt in ('augment', 'shuffle', 'drop_last'):
         if opts[opt] is None:
@@ -296,6 +302,13 @@ def build_dataset(opts: Mapping[str, Any], batch_size: int | None = None) -> Dat
     dataset = DATASETS[opts['dataset']].build(opts, batch_size)
     if opts['subset'] is not None and not DATASETS[opts['dataset']].shards_itself:
         dataset = Subset(dataset, range(min(opts['subset'], len(dataset))))  # type: ignore[arg-type]
+    if opts.get('downsample') is not None:
+        dataset = Downsampled(dataset, opts['downsample'], seed=opts.get('downsample_seed', 0))
+        log.info('down-sampled classes %s: kept %s of %s examples', opts['downsample'],
+                 {c: dataset.kept_per_class.get(c, 0) for c in opts['downsample']},
+                 {c: dataset.original_per_class.get(c, 0) for c in opts['downsample']})
+    if opts.get('indices'):
+        dataset = WithIndex(dataset)
     return dataset
 
 

@@ -1,0 +1,397 @@
+"""Bias of a compressed model against its original: per-class error-rate changes, CEV, SDE and PIEs.
+
+The metrics of the seed's chapter III (Blakeney et al., "Simon says: evaluating and mitigating bias in pruned
+neural networks with knowledge distillation", 2021; digested in this project's ``SEED_NOTES.md`` section 3):
+
+* per class ``i``, one-vs-rest on integer predictions: ``FPR_i = FP_i / (FP_i + TN_i)``,
+  ``FNR_i = FN_i / (FN_i + TP_i)``, for the compressed model (``X_i``) and the original (``X^_i``);
+* normalised change ``dX_i = 100 (X_i - X^_i) / X^_i``, for FPR and FNR separately (a zero ``X^_i`` needs a rule:
+  :func:`normalised_change`);
+* **CEV** (combined error variance) ``= 1/n sum_i ||dX_mu - dX_i||^2`` with ``dX_i = (dFPR_i, dFNR_i)`` and
+  ``dX_mu`` its mean over the ``n`` classes;
+* **SDE** (symmetric distance error) ``= 1/n sum_i |dFNR_i - dFPR_i| / sqrt(2)``, the mean distance of the points
+  ``dX_i`` to the diagonal ``dFPR = dFNR``.
+
+Lower CEV / SDE = the compression changed the classes' errors more uniformly = less bias. PIEs (pruning identified
+exemplars) come in two definitions, named for what they are: :func:`pie_modal` (Hooker et al. 2019, populations
+of compressed and original models) and :func:`pie_disagreement` (the seed's author's code: students vs one teacher).
+
+Everything is numpy float64 on the CPU; inputs may be torch tensors (any device), numpy arrays or lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .layer_similarity import _model_device, _to_device
+
+__all__ = [
+    'confusion_matrix', 'rates_from_confusion', 'per_class_rates', 'Change', 'normalised_change', 'ZERO_RULES',
+    'cev', 'sde', 'BiasReport', 'bias_metrics', 'pie_modal', 'pie_disagreement', 'PIE_RULES', 'count_pies',
+    'modal_labels', 'collect_predictions'
+]
+
+log = logging.getLogger(__name__)
+
+ZERO_RULES = ('epsilon', 'drop')
+PIE_RULES = ('modal', 'any', 'all')
+Eps = Union[float, np.ndarray, None]
+
+
+def _labels(x: Any, name: str, num_classes: Optional[int] = None, ndim: int = 1) -> np.ndarray:
+    """Integer class labels as an int64 numpy array of ``ndim`` dimensions; ValueError if out of range."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.ndim != ndim:
+        raise ValueError(f'{name}: expected a {ndim}-D array of class labels, got shape {arr.shape}')
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f'{name}: class labels must be integers (argmax the logits first)')
+    arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        raise ValueError(f'{name}: negative class label {arr.min()}')
+    if num_classes is not None and arr.size and arr.max() >= num_classes:
+        raise ValueError(f'{name}: class label {arr.max()} out of range for num_classes={num_classes}')
+    return arr
+
+
+def confusion_matrix(preds: Any, labels: Any, num_classes: int) -> np.ndarray:
+    """``cm[t, p]`` = the number of examples of true class ``t`` predicted as ``p`` (rows true, columns predicted);
+    ``num_classes x num_classes`` int64."""
+    preds, labels = _labels(preds, 'preds', num_classes), _labels(labels, 'labels', num_classes)
+    if preds.shape != labels.shape:
+        raise ValueError(f'preds and labels differ in length: {preds.shape[0]} and {labels.shape[0]}')
+    flat = np.bincount(labels * num_classes + preds, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` in float64, NaN where ``den`` is 0 (a rate with nothing to count is undefined, not 0)."""
+    num, den = num.astype(np.float64), den.astype(np.float64)
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _one_vs_rest(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f'a confusion matrix must be square, got shape {cm.shape}')
+    tp = np.diag(cm)
+    fn = cm.sum(axis=1) - tp  # true i, predicted something else
+    fp = cm.sum(axis=0) - tp  # predicted i, true something else
+    tn = cm.sum() - tp - fn - fp
+    return tp, fp, fn, tn
+
+
+def rates_from_confusion(cm: Any) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest ``(fpr, fnr)`` per class from a confusion matrix (rows true, columns predicted), float64.
+
+    ``FPR_i = FP_i / (FP_i + TN_i)``, ``FNR_i = FN_i / (FN_i + TP_i)``. A class absent from the labels has an
+    undefined FNR (NaN); a set holding only that class, an undefined FPR.
+    """
+    tp, fp, fn, tn = _one_vs_rest(cm)
+    return _ratio(fp, fp + tn), _ratio(fn, fn + tp)
+
+
+def per_class_rates(preds: Any, labels: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest ``(fpr, fnr)`` per class (float64 arrays of ``num_classes``) from integer predictions and labels
+    (torch tensors, numpy arrays or lists of the same length)."""
+    return rates_from_confusion(confusion_matrix(preds, labels, num_classes))
+
+
+class Change(NamedTuple):
+    """What :func:`normalised_change` returns: ``values`` (``dX`` in percent, float64, NaN for a dropped or
+    undefined class) and ``affected`` (the classes whose original rate was 0, in ascending order)."""
+
+    values: np.ndarray
+    affected: list[int]
+
+
+def normalised_change(x: Any, x_orig: Any, zero_rule: str = 'epsilon', eps: Eps = None) -> Change:
+    """``dX = 100 (X - X_orig) / X_orig`` per class, in percent, with a stated rule for ``X_orig = 0``.
+
+    Args:
+        x: the compressed model's per-class rates; ``x_orig``: the original's (same length).
+        zero_rule: what a class whose original rate is exactly 0 gets:
+
+            * ``'epsilon'`` (default): the zero in the **denominator only** is replaced by ``eps``:
+              ``dX = 100 (X - 0) / eps``. A class at 0 in both models keeps ``dX = 0``; with ``eps = 1/N``, ``N`` the
+              class's negatives (FPR) or positives (FNR) in the evaluated set (what :func:`bias_metrics` passes by
+              default), a compressed model making ``k`` such errors gets ``dX = 100 k``: the change counted in the
+              resolution of the evaluated set, the smallest non-zero rate it can show.
+            * ``'drop'``: ``dX`` is NaN for that class; :func:`cev` and :func:`sde` leave out every class with a NaN.
+
+        eps: for ``'epsilon'``: a positive scalar or one value per class. Required when some ``X_orig`` is 0
+            (ValueError otherwise); ignored by ``'drop'``.
+
+    Returns:
+        :class:`Change` ``(values, affected)``. A NaN rate (undefined: no example to count) gives a NaN change and
+        is not counted as affected.
+    """
+    if zero_rule not in ZERO_RULES:
+        raise ValueError(f"zero_rule: expected one of {', '.join(ZERO_RULES)}, got {zero_rule!r}")
+    x, x_orig = np.asarray(x, dtype=np.float64), np.asarray(x_orig, dtype=np.float64)
+    if x.shape != x_orig.shape or x.ndim != 1:
+        raise ValueError(f'x and x_orig must be 1-D of the same length, got shapes {x.shape} and {x_orig.shape}')
+    zero = x_orig == 0
+    affected = [int(i) for i in np.flatnonzero(zero)]
+    denominator = x_orig.copy()
+    if affected and zero_rule == 'epsilon':
+        if eps is None:
+            raise ValueError(f'original rate 0 for classes {affected}: pass eps (bias_metrics uses 1/count) or '
+                             "zero_rule='drop'")
+        eps_arr = np.broadcast_to(np.asarray(eps, dtype=np.float64), x.shape)
+        if not np.all(eps_arr[zero] > 0):
+            raise ValueError(f'eps must be positive for the classes it replaces, got {eps_arr[zero]}')
+        denominator[zero] = eps_arr[zero]
+    elif affected:
+        denominator[zero] = np.nan
+    return Change(100.0 * (x - x_orig) / denominator, affected)
+
+
+def _points(d_fpr: Any, d_fnr: Any) -> np.ndarray:
+    """The ``[n, 2]`` points ``(dFPR_i, dFNR_i)`` of the classes with no NaN in either coordinate."""
+    a, b = np.asarray(d_fpr, dtype=np.float64), np.asarray(d_fnr, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f'd_fpr and d_fnr must be 1-D of the same length, got shapes {a.shape} and {b.shape}')
+    points = np.stack([a, b], axis=1)
+    return points[~np.isnan(points).any(axis=1)]
+
+
+def cev(d_fpr: Any, d_fnr: Any) -> float:
+    """Combined error variance ``1/n sum_i ||dX_mu - dX_i||^2``, ``dX_i = (dFPR_i, dFNR_i)``, ``dX_mu`` their mean;
+    classes with a NaN in either change are left out (``n`` counts the rest; NaN if none is left)."""
+    points = _points(d_fpr, d_fnr)
+    if len(points) == 0:
+        log.warning('cev: no class left after dropping NaN changes')
+        return math.nan
+    return float(np.mean(np.sum((points - points.mean(axis=0)) ** 2, axis=1)))
+
+
+def sde(d_fpr: Any, d_fnr: Any) -> float:
+    """Symmetric distance error ``1/n sum_i |dFNR_i - dFPR_i| / sqrt(2)``; NaN classes left out as in :func:`cev`."""
+    points = _points(d_fpr, d_fnr)
+    if len(points) == 0:
+        log.warning('sde: no class left after dropping NaN changes')
+        return math.nan
+    return float(np.mean(np.abs(points[:, 1] - points[:, 0])) / math.sqrt(2.0))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: arrays to lists, numpy scalars to Python, NaN to None."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+@dataclass
+class BiasReport:
+    """What :func:`bias_metrics` found. Per-class arrays are float64 of ``num_classes``; ``*_orig`` are the
+    original model's. ``accuracy`` is per-class recall (``1 - FNR``); ``top1`` the overall accuracy.
+    ``zero_classes``: ``{'fpr': [...], 'fnr': [...]}``, the classes whose original rate was 0: replaced by ``eps``
+    in the denominator (rule ``'epsilon'``) or dropped (``'drop'``); ``dropped``: every class left out of
+    CEV/SDE (dropped by the rule, or with an undefined rate); ``n_classes_used``: the ``n`` of CEV/SDE."""
+
+    num_classes: int
+    zero_rule: str
+    fpr: np.ndarray
+    fnr: np.ndarray
+    fpr_orig: np.ndarray
+    fnr_orig: np.ndarray
+    d_fpr: np.ndarray
+    d_fnr: np.ndarray
+    cev: float
+    sde: float
+    accuracy: np.ndarray
+    accuracy_orig: np.ndarray
+    top1: float
+    top1_orig: float
+    zero_classes: dict[str, list[int]] = field(default_factory=dict)
+    dropped: list[int] = field(default_factory=list)
+    n_classes_used: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain floats, ints and lists (NaN as ``None``): ``json.dumps`` takes it as is."""
+        return _plain(asdict(self))
+
+
+def bias_metrics(preds: Any, preds_orig: Any, labels: Any, num_classes: int, zero_rule: str = 'epsilon',
+                 eps: Optional[float] = None) -> BiasReport:
+    """Per-class FPR/FNR of a compressed model and its original on the same labelled examples, their normalised
+    changes, CEV and SDE.
+
+    Args:
+        preds: the compressed model's predicted labels; ``preds_orig``: the original's; ``labels``: the truth
+            (same length, integers in ``[0, num_classes)``).
+        zero_rule: ``'epsilon'`` or ``'drop'`` (see :func:`normalised_change`).
+        eps: for ``'epsilon'``: ``None`` (default) replaces a zero original FPR of class ``i`` by ``1/negatives_i``
+            and a zero FNR by ``1/positives_i``, counted in ``labels``: the resolution of this evaluated set, so the
+            change stays comparable across class sizes instead of exploding as a fixed tiny epsilon makes it
+            (``1e-6`` turns one error in 100 into a 10^6 % change that swamps CEV). A float: that fixed value.
+    """
+    labels_arr = _labels(labels, 'labels', num_classes)
+    cm = confusion_matrix(preds, labels_arr, num_classes)
+    cm_orig = confusion_matrix(preds_orig, labels_arr, num_classes)
+    fpr, fnr = rates_from_confusion(cm)
+    fpr_orig, fnr_orig = rates_from_confusion(cm_orig)
+    positives = np.bincount(labels_arr, minlength=num_classes).astype(np.float64)
+    negatives = len(labels_arr) - positives
+    if eps is None:
+        with np.errstate(divide='ignore'):
+            eps_fpr, eps_fnr = 1.0 / negatives, 1.0 / positives  # inf only where the rate is NaN anyway
+    else:
+        eps_fpr = eps_fnr = float(eps)
+    d_fpr, zero_fpr = normalised_change(fpr, fpr_orig, zero_rule, eps_fpr)
+    d_fnr, zero_fnr = normalised_change(fnr, fnr_orig, zero_rule, eps_fnr)
+    dropped = [int(i) for i in np.flatnonzero(np.isnan(d_fpr) | np.isnan(d_fnr))]
+    if zero_fpr or zero_fnr:
+        log.info('bias_metrics: zero original rate (rule %s): FPR classes %s, FNR classes %s', zero_rule, zero_fpr,
+                 zero_fnr)
+    if dropped:
+        log.warning('bias_metrics: classes %s left out of CEV/SDE (%d of %d used)', dropped,
+                    num_classes - len(dropped), num_classes)
+    n = max(len(labels_arr), 1)
+    return BiasReport(num_classes=num_classes, zero_rule=zero_rule, fpr=fpr, fnr=fnr, fpr_orig=fpr_orig,
+                      fnr_orig=fnr_orig, d_fpr=d_fpr, d_fnr=d_fnr, cev=cev(d_fpr, d_fnr), sde=sde(d_fpr, d_fnr),
+                      accuracy=1.0 - fnr, accuracy_orig=1.0 - fnr_orig, top1=float(np.trace(cm)) / n,
+                      top1_orig=float(np.trace(cm_orig)) / n,
+                      zero_classes={'fpr': zero_fpr, 'fnr': zero_fnr}, dropped=dropped,
+                      n_classes_used=num_classes - len(dropped))
+
+
+def _population(preds: Any, name: str) -> np.ndarray:
+    """``[models, examples]`` int64 labels; a 1-D array is a population of one model."""
+    arr = preds.detach().cpu().numpy() if isinstance(preds, torch.Tensor) else np.asarray(preds)
+    arr = _labels(arr[None, :] if arr.ndim == 1 else arr, name, ndim=2)
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f'{name}: empty population, shape {arr.shape}')
+    return arr
+
+
+def modal_labels(preds: np.ndarray) -> np.ndarray:
+    """The most frequent label of each column of ``[models, examples]``; a tie goes to the smallest label."""
+    counts = np.zeros((int(preds.max()) + 1, preds.shape[1]), dtype=np.int64)
+    columns = np.arange(preds.shape[1])
+    for row in preds:  # one label per (model, example): no repeated index within a row
+        counts[row, columns] += 1
+    return counts.argmax(axis=0)  # argmax returns the first maximum: the smallest label
+
+
+def pie_modal(preds_compressed: Any, preds_original: Any) -> np.ndarray:
+    """PIEs as Hooker et al. define them ("What do compressed deep neural networks forget?", 2019): an example
+    whose modal label over a population of compressed models differs from its modal label over a population of
+    original models.
+
+    Args:
+        preds_compressed: ``[models, examples]`` predicted labels of the compressed population (e.g. seeds).
+        preds_original: ``[models, examples]`` of the original population (1-D: a single original model).
+
+    Returns:
+        A boolean mask over examples. Ties for the modal label go to the smallest label, in both populations.
+    """
+    comp, orig = _population(preds_compressed, 'preds_compressed'), _population(preds_original, 'preds_original')
+    if comp.shape[1] != orig.shape[1]:
+        raise ValueError(f'the populations saw different numbers of examples: {comp.shape[1]} and {orig.shape[1]}')
+    return modal_labels(comp) != modal_labels(orig)
+
+
+def pie_disagreement(preds_students: Any, preds_teacher: Any, rule: str = 'modal') -> np.ndarray:
+    """PIEs as the seed's author's code counted them: the examples where the students, trained with several seeds,
+    disagree with the teacher's prediction. Not Hooker et al.'s definition (:func:`pie_modal`): one teacher, not a
+    population of originals, and several readings of "disagree across seeds":
+
+    * ``'modal'`` (default): the students' modal label (ties to the smallest label) differs from the teacher's
+      label: the seeds, taken together, disagree. It is :func:`pie_modal` with a population of one original;
+    * ``'any'``: at least one student seed disagrees with the teacher (the widest set);
+    * ``'all'``: every student seed disagrees with the teacher (the narrowest set).
+
+    Args:
+        preds_students: ``[seeds, examples]`` predicted labels of the students.
+        preds_teacher: ``[examples]`` (or ``[1, examples]``) predicted labels of the teacher.
+
+    Returns:
+        A boolean mask over examples.
+    """
+    if rule not in PIE_RULES:
+        raise ValueError(f"rule: expected one of {', '.join(PIE_RULES)}, got {rule!r}")
+    students, teacher = _population(preds_students, 'preds_students'), _population(preds_teacher, 'preds_teacher')
+    if teacher.shape[0] != 1:
+        raise ValueError(f'preds_teacher: one teacher expected, got {teacher.shape[0]} rows (use pie_modal)')
+    if students.shape[1] != teacher.shape[1]:
+        raise ValueError(f'students and teacher saw different numbers of examples: {students.shape[1]} and '
+                         f'{teacher.shape[1]}')
+    if rule == 'modal':
+        return modal_labels(students) != teacher[0]
+    disagree = students != teacher
+    return disagree.any(axis=0) if rule == 'any' else disagree.all(axis=0)
+
+
+def count_pies(mask: Any) -> int:
+    """The number of PIEs in a boolean mask from :func:`pie_modal` or :func:`pie_disagreement`."""
+    return int(np.count_nonzero(np.asarray(mask, dtype=bool)))
+
+
+def _forward_logits(model: nn.Module, batch: Any) -> torch.Tensor:
+    """A Composer model gets ``(inputs, targets)`` (``ComposerClassifier.forward`` unpacks exactly two items, so an
+    ``(x, y, index)`` batch loses its index); a plain network gets the inputs."""
+    from composer.models import ComposerModel
+
+    out = model(tuple(batch[:2])) if isinstance(model, ComposerModel) else model(batch[0])
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f'{type(model).__name__} returned {type(out).__name__}, expected a logits tensor')
+    return out
+
+
+def collect_predictions(model: nn.Module, loader: Iterable, device: Union[str, torch.device, None] = None,
+                        max_batches: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted labels (argmax of the logits) and true labels of a classifier over a loader.
+
+    Args:
+        model: a ``ComposerClassifier`` (called on the batch) or a plain ``nn.Module`` (called on the inputs). It
+            runs in eval mode under ``torch.no_grad()``; its mode is restored afterwards.
+        loader: batches ``(x, y)`` or ``(x, y, index)`` (tuples or lists).
+        device: moves the model there first; ``None`` leaves it where it is. Batches follow the model.
+        max_batches: stop after this many batches (``None``: all).
+
+    Returns:
+        ``(preds, labels)``, int64 numpy arrays over the examples in loader order.
+    """
+    if device is not None:
+        model.to(device)
+    dev = _model_device(model)
+    was_training = model.training
+    preds, labels = [], []
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                    raise ValueError('collect_predictions: batches must be (x, y) or (x, y, index)')
+                logits = _forward_logits(model, _to_device(batch, dev))
+                preds.append(logits.argmax(dim=-1).cpu())
+                labels.append(torch.as_tensor(batch[1]).cpu())
+    finally:
+        model.train(was_training)
+    if not preds:
+        raise ValueError('the loader yielded no batch')
+    return torch.cat(preds).numpy().astype(np.int64), torch.cat(labels).numpy().astype(np.int64)

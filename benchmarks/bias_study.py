@@ -1,0 +1,152 @@
+"""Run the bias study (the seed's chapter III at CPU scale) and record what its report needs.
+
+    python -m benchmarks.bias_study benchmarks/studies/bias_fashion_mnist.yaml
+    python -m benchmarks.bias_report runs/bias-study --out benchmarks/results/bias_fashion_mnist
+
+For each seed, the study trains the dense **original** on biased data, then each **method** (structured AGP pruning
+alone, with KD, AT+KD, PKT+KD, ...) starting from that original's weights and distilling from it (every
+``teachers`` list and the ``load_path`` of a method's recipe are pointed at the original of the same seed). Seeds are
+interleaved (seed 0 of every method, then seed 1, ...) so machine drift spreads over all methods; ``extra_methods``
+run after every seed of ``methods`` (what fits the budget first). Each run then gets one small record
+(``<runs_root>/records/<method>-seed<S>.json``): test predictions (one character per image), accuracy, measured
+filter sparsity, per-layer SVCCA similarity to its original on the first test images, wall-clock and CPU time, and
+for seed 0 the costs of the exported (physically pruned) model. The report computes CEV, SDE, PIEs and intervals
+from those records alone. Running the command again skips finished runs and existing records (it resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from algorithms.analysis import collect_predictions, layer_similarity
+from algorithms.callbacks.run_record import LATEST_CHECKPOINT, SUMMARY_FILE, read_records
+from algorithms.distillation import load_teacher_weights
+from algorithms.pruning import channel_groups, export_costs, export_pruned, filter_sparsity
+from algorithms.pruning.structured import zero_channel_masks
+from benchmarks.machine import machine_info
+from recipes.cli import LOG_FORMAT, Stage, dotlist, run_stages, train_stage
+from recipes.config import load_config
+
+log = logging.getLogger('benchmarks.bias_study')
+RECORDS = 'records'
+REQUIRED_KEYS = ('name', 'runs_root', 'seeds', 'original', 'methods', 'compare')
+
+
+def load_study(path: str) -> dict[str, Any]:
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    missing = [k for k in REQUIRED_KEYS if k not in cfg]  # type: ignore[operator]
+    if missing:
+        raise SystemExit(f'error: {path}: missing key {missing[0]!r}')
+    return cfg  # type: ignore[return-value]
+
+
+def run_config(study: dict[str, Any], method: str, recipe: str, seed: int) -> dict[str, Any]:
+    """The resolved recipe of ``method`` at ``seed``, its folder under ``runs_root`` and, for a compressed method,
+    the original of the same seed as its initial weights and its teacher."""
+    run_dir = Path(study['runs_root']) / method / f'seed{seed}'
+    overrides = {'seed': seed, 'run_name': f"{study['name']}-{method}-s{seed}", 'run_dir': str(run_dir),
+                 'save_folder': str(run_dir / 'checkpoints'), 'autoresume': True, 'progress_bar': False,
+                 **(study.get('overrides') or {})}
+    cfg = load_config(recipe, dotlist(overrides))
+    if method != 'original':
+        original = str(Path(study['runs_root']) / 'original' / f'seed{seed}' / LATEST_CHECKPOINT)
+        cfg['load_path'] = original
+        for args in (cfg.get('algorithms') or {}).values():
+            if isinstance(args, dict) and 'teachers' in args:
+                args['teachers'] = [original]
+    return cfg
+
+
+def finished(cfg: dict[str, Any]) -> bool:
+    summary = Path(cfg['run_dir']) / SUMMARY_FILE
+    return summary.is_file() and bool(json.loads(summary.read_text()).get('finished')) and \
+        (Path(cfg['run_dir']) / LATEST_CHECKPOINT).is_file()
+
+
+def _model(cfg: dict[str, Any]) -> torch.nn.Module:
+    from recipes.models import build_model
+
+    model = build_model(**cfg['model'])
+    load_teacher_weights(model, Path(cfg['run_dir']) / LATEST_CHECKPOINT)
+    return model.eval()
+
+
+def _test_loader(cfg: dict[str, Any], images: Optional[int] = None):
+    from recipes.data import build_dataloader
+
+    loader = {**cfg['eval_loader'], 'shuffle': False, 'num_workers': 0, 'subset': images}
+    return build_dataloader(loader, batch_size=500)
+
+
+def record(study: dict[str, Any], method: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The record of one finished run (see the module docstring)."""
+    compare = study['compare']
+    model = _model(cfg)
+    preds, labels = collect_predictions(model, _test_loader(cfg))
+    rows = read_records(Path(cfg['run_dir']))
+    last = rows[-1] if rows else {}
+    out: dict[str, Any] = {
+        'method': method, 'seed': seed, 'recipe': study['methods'].get(method, study['original']),
+        'preds': ''.join(str(int(p)) for p in preds), 'labels': ''.join(str(int(y)) for y in labels),
+        'accuracy': float((preds == labels).mean()), 'train_wct_s': last.get('train_wct_s'),
+        'cpu_s': last.get('cpu_s'), 'epochs': last.get('epoch'),
+    }
+    sample = _test_loader(cfg, compare.get('images', 1000))
+    example = next(iter(sample))[0][:1]
+    groups = channel_groups(model, example)
+    out['filter_sparsity'] = filter_sparsity(model, [n for g in groups for n in g.producers])
+    if method != 'original':
+        original = _model(run_config(study, 'original', study['original'], seed))
+        rows = layer_similarity(original, model, sample, compare['layers'], method='svcca',
+                                conv_mode=compare.get('conv_mode', 'positions'), keep=compare.get('keep', 0.99),
+                                max_datapoints=compare.get('max_datapoints', 5000))
+        out['svcca'] = {r['layer']: r['similarity'] for r in rows}
+        if seed == study['seeds'][0]:
+            batch = next(iter(sample))[0][:compare.get('latency_batch', 128)]
+            exported = export_pruned(model, zero_channel_masks(model, groups), example)
+            out['export'] = export_costs(model, exported, example, latency_inputs=batch)
+            out['export']['latency_batch'] = int(batch.shape[0])
+            out['export']['max_abs_output_difference'] = float((model.module(batch) - exported(batch)).abs().max()) \
+                if hasattr(model, 'module') else None
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    p = argparse.ArgumentParser(prog='python -m benchmarks.bias_study', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('study', help='study YAML, e.g. benchmarks/studies/bias_fashion_mnist.yaml')
+    p.add_argument('--no-extra', action='store_true', help='skip extra_methods')
+    args = p.parse_args(argv)
+    study = load_study(args.study)
+    root = Path(study['runs_root'])
+    (root / RECORDS).mkdir(parents=True, exist_ok=True)
+    machines = root / 'machine.json'
+    sessions = json.loads(machines.read_text())['sessions'] if machines.is_file() else []
+    sessions.append(machine_info())
+    machines.write_text(json.dumps({'study': study['name'], 'sessions': sessions}, indent=2) + '\n')
+    phases = [study['methods']] + ([] if args.no_extra else [study.get('extra_methods') or {}])
+    for methods in phases:
+        for seed in study['seeds']:  # interleaved: seed i of every method before seed i + 1 of any
+            runs = [('original', study['original'])] + list(methods.items())
+            configs = {m: run_config(study, m, recipe, seed) for m, recipe in runs}
+            run_stages([Stage(name=f'{m} seed {seed}', run=lambda c=c: train_stage(c), done=lambda c=c: finished(c))
+                        for m, c in configs.items()], log)
+            for method, cfg in configs.items():
+                target = root / RECORDS / f'{method}-seed{seed}.json'
+                if not target.is_file():
+                    log.info('recording %s seed %d', method, seed)
+                    target.write_text(json.dumps(record(study, method, seed, cfg), indent=1) + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
