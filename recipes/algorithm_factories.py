@@ -8,13 +8,14 @@ adding a distillation method here is one factory and one table entry.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Optional, Union
 
 from composer.core import Time
 
 from algorithms.distillation import KnowledgeDistillation
-from algorithms.feature_distillation import PKT, AttentionTransfer, FitNets, SimilarityPreserving
-from algorithms.pruning import FixedMaskTraining, MagnitudePruning, RandomSparseInit
+from algorithms.feature_distillation import CRD, FSP, PKT, AttentionTransfer, FitNets, SimilarityPreserving
+from algorithms.pruning import FixedMaskTraining, MagnitudePruning, RandomSparseInit, StructuredPruning
 from recipes.checkpoint_safety import check_checkpoint
 from recipes.errors import ConfigError
 from recipes.registry import ALGORITHMS
@@ -76,6 +77,76 @@ def fitnets(
                    start=start, end=end)
 
 
+def crd(
+    teachers: list,
+    student_feature: str = 'avgpool',
+    teacher_feature: Optional[str] = None,
+    num_data: Optional[int] = None,
+    weight: float = 0.8,
+    feat_dim: int = 128,
+    nce_k: int = 16384,
+    nce_t: float = 0.07,
+    nce_m: float = 0.5,
+    sampler_seed: int = 0,
+    start: Union[str, Time] = '0dur',
+    end: Union[str, Time] = '1dur',
+    pool_mode: str = 'all',
+    k: Optional[int] = None,
+    seed: int = 0,
+    *,
+    registry: TeacherRegistry,
+) -> CRD:
+    """:class:`CRD` from YAML arguments (RepDistiller's defaults); the embeddings' input sizes are read off one forward
+    pass of each model; ``num_data`` (the memory banks' rows) defaults to the training set's size, as the run's
+    registry knows it (``registry.num_train``). The train dataset must yield sample indices (``indices: true``)."""
+    key = 'algorithms.crd'
+    built = registry.teachers(f'{key}.teachers', teachers)
+    teacher_feature = teacher_feature or student_feature
+    s_shape = registry.feature_shape(f'{key}.student_feature', registry.student, student_feature)
+    t_shape = registry.feature_shape(f'{key}.teacher_feature', built.models[0], teacher_feature)
+    if num_data is None:
+        num_data = getattr(registry, 'num_train', None)
+        if num_data is None:
+            raise ConfigError(f'{key}.num_data: the size of the training set is unknown here; give num_data')
+    try:
+        return CRD(registry.pool(built, mode=pool_mode, k=k, seed=seed), student_dim=math.prod(s_shape),
+                   teacher_dim=math.prod(t_shape), num_data=num_data, student_feature=student_feature,
+                   teacher_feature=teacher_feature, feat_dim=feat_dim, nce_k=nce_k, nce_t=nce_t, nce_m=nce_m,
+                   weight=weight, sampler_seed=sampler_seed, start=start, end=end)
+    except ValueError as e:
+        raise ConfigError(f'{key}: {e}') from None
+
+
+def fsp(
+    teachers: list,
+    student_features: list,
+    end: Union[str, Time],
+    teacher_features: Optional[list] = None,
+    weight: float = 1.0,
+    start: Union[str, Time] = '0dur',
+    pool_mode: str = 'all',
+    k: Optional[int] = None,
+    seed: int = 0,
+    *,
+    registry: TeacherRegistry,
+) -> FSP:
+    """:class:`FSP` from YAML arguments: an initialisation stage that trains on the FSP loss alone until ``end``
+    (RepDistiller: 30 epochs); the features' channel counts are checked on one forward pass of each model."""
+    key = 'algorithms.fsp'
+    built = registry.teachers(f'{key}.teachers', teachers)
+    teacher_features = teacher_features if teacher_features is not None else student_features
+    if len(student_features) != len(teacher_features) or len(student_features) < 2:
+        raise ConfigError(f'{key}: give two or more student_features and as many teacher_features')
+    for s_name, t_name in zip(student_features, teacher_features):
+        s_shape = registry.feature_shape(f'{key}.student_features', registry.student, s_name)
+        t_shape = registry.feature_shape(f'{key}.teacher_features', built.models[0], t_name)
+        if len(s_shape) != 3 or len(t_shape) != 3 or s_shape[0] != t_shape[0]:
+            raise ConfigError(f'{key}: FSP needs conv features with equal channel counts; student {s_name!r} is '
+                              f'{s_shape}, teacher {t_name!r} is {t_shape}')
+    return FSP(registry.pool(built, mode=pool_mode, k=k, seed=seed), student_features, teacher_features, end=end,
+               weight=weight, start=start)
+
+
 def _feature_factory(cls: type, name: str, default_weight: float) -> Callable[..., Any]:
     """A YAML factory for a :class:`~algorithms.feature_distillation.FeatureDistillation` subclass."""
 
@@ -113,6 +184,7 @@ def post_pruning_reinit(checkpoint: str, reinit: bool = True) -> FixedMaskTraini
 #: The project's algorithms that need no teachers, by the name a YAML uses.
 PROJECT_ALGORITHMS: dict[str, Callable[..., Any]] = {
     'magnitude_pruning': MagnitudePruning,
+    'structured_pruning': StructuredPruning,
     'random_sparse_init': RandomSparseInit,
     'post_pruning_reinit': post_pruning_reinit,
 }
@@ -124,6 +196,8 @@ TEACHER_FACTORIES: dict[str, Callable[..., Any]] = {
     'attention_transfer': _feature_factory(AttentionTransfer, 'attention_transfer', 1000.0),
     'similarity_preserving': _feature_factory(SimilarityPreserving, 'similarity_preserving', 3000.0),
     'pkt': _feature_factory(PKT, 'pkt', 30000.0),
+    'crd': crd,
+    'fsp': fsp,
 }
 
 

@@ -23,7 +23,7 @@ from recipes import models, registry
 from recipes.algorithm_factories import algorithm_table
 from recipes.checkpoint_safety import check_checkpoint, use_weights_only_checkpoint_loading
 from recipes.config import validate_top_level
-from recipes.data import build_dataloader, check_data, dataset_info
+from recipes.data import build_dataloader, build_dataset, check_data, dataset_info, resolve_options
 from recipes.errors import ConfigError
 from recipes.teachers import TeacherRegistry
 
@@ -65,7 +65,8 @@ def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) 
     if cfg['scheduler'] is not None:
         schedulers.append(registry.build_named('scheduler', registry.SCHEDULERS, cfg['scheduler']))
     shape = dataset_info(cfg['train_loader']).get('input_shape')
-    teachers = TeacherRegistry(default_model=cfg['model'], student=model, input_shape=shape)
+    teachers = TeacherRegistry(default_model=cfg['model'], student=model, input_shape=shape,
+                               train_size=lambda: len(build_dataset(resolve_options(cfg['train_loader']))))
     algorithms = registry.build_by_name('algorithms', algorithm_table(teachers), cfg['algorithms'])
     check_algorithms_fit(model, algorithms)
     check_sample_indices(cfg, algorithms)
@@ -76,6 +77,7 @@ def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) 
     kwargs = dict(
         model=model, optimizers=optimizer, schedulers=schedulers, algorithms=algorithms, callbacks=callbacks,
         loggers=loggers, step_schedulers_every_batch=True, save_overwrite=not cfg['autoresume'],
+        load_strict_model_weights=strict_weights(cfg, model, algorithms),
         **{key: cfg[key] for key in TRAINER_KEYS},
     )
     return PreparedRun(cfg=cfg, trainer_kwargs=kwargs)
@@ -106,6 +108,25 @@ def check_algorithms_fit(model: Any, algorithms: list[Any]) -> None:
             check(model)
         except (KeyError, ValueError) as e:
             raise ConfigError(f'algorithms ({type(algorithm).__name__}): {e.args[0] if e.args else e}') from None
+
+
+def strict_weights(cfg: dict[str, Any], model: Any, algorithms: list[Any]) -> bool:
+    """Whether ``load_path`` is loaded strictly. Not strictly only in one case: weights-only loading (e.g. pruning a
+    trained model while distilling) of a checkpoint without distillation heads into a student whose algorithms add
+    some (CRD embeddings and banks, FitNets regressors: they start fresh), when every other key matches."""
+    path = cfg['load_path']
+    if path is None or not cfg['load_weights_only'] or '://' in path:
+        return True
+    if not any(getattr(a, 'heads', lambda: None)() is not None for a in algorithms):
+        return True
+    import torch
+
+    from algorithms.distillation.distillation_term import HEADS_ATTR
+
+    saved = torch.load(path, map_location='cpu', weights_only=True).get('state', {}).get('model', {})
+    if any(k.startswith(f'{HEADS_ATTR}.') for k in saved):
+        return True
+    return set(saved) != set(model.state_dict())  # not strict only when every other key matches
 
 
 def check_sample_indices(cfg: dict[str, Any], algorithms: list[Any]) -> None:

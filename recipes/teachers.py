@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from algorithms.feature_taps import feature_shape
 
@@ -48,6 +48,15 @@ class TeacherRegistry:
     built: dict[str, nn.Module] = field(default_factory=dict)
     pools: dict[str, TeacherPool] = field(default_factory=dict)
     checkpoints: list[str] = field(default_factory=list)
+    train_size: Optional[Callable[[], int]] = None  # the training set's length, computed only when asked for
+    _num_train: Optional[int] = None
+
+    @property
+    def num_train(self) -> Optional[int]:
+        """The number of training samples after ``subset`` and down-sampling (CRD's memory-bank rows), or None."""
+        if self._num_train is None and self.train_size is not None:
+            self._num_train = int(self.train_size())
+        return self._num_train
 
     def teachers(self, key: str, specs: Any, score_metric: Optional[str] = None) -> Teachers:
         return build_teachers(specs, self.default_model, key=key, score_metric=score_metric, registry=self)
@@ -58,7 +67,6 @@ class TeacherRegistry:
         if ident not in self.pools:
             self.pools[ident] = TeacherPool(teachers.models, mode=mode, k=k, scores=teachers.scores, seed=seed)
         return self.pools[ident]
-
 
     def feature_shape(self, key: str, model: Optional[nn.Module], name: str) -> tuple[int, ...]:
         """The output shape of ``model``'s module ``name`` for one input (ConfigError naming ``key`` if unknown)."""

@@ -16,8 +16,8 @@ from composer.models import ComposerClassifier
 from torch.utils.data import DataLoader, TensorDataset
 
 from algorithms.distillation import KnowledgeDistillation
-from algorithms.feature_distillation import FitNets
-from algorithms.pruning import FixedMaskTraining, MagnitudePruning, RandomSparseInit
+from algorithms.feature_distillation import CRD, FSP, FitNets
+from algorithms.pruning import FixedMaskTraining, MagnitudePruning, RandomSparseInit, StructuredPruning
 
 
 def tiny_net(seed: int) -> ComposerClassifier:
@@ -40,6 +40,12 @@ def image_loader() -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=8, shuffle=False)
 
 
+def indexed_image_loader() -> DataLoader:
+    """:func:`image_loader`'s data with each sample's index, ``(x, y, index)``, as CRD needs."""
+    x, y = image_loader().dataset.tensors
+    return DataLoader(TensorDataset(x, y, torch.arange(len(x))), batch_size=8, shuffle=False)
+
+
 @dataclass
 class AlgorithmSetting:
     """An algorithm with the model and data it is tested on, and extra Trainer arguments."""
@@ -54,6 +60,10 @@ def _fitnets() -> FitNets:
     return FitNets(teachers(1), student_feature='0', teacher_feature='0', student_channels=4, teacher_channels=4)
 
 
+def _crd() -> CRD:
+    return CRD(teachers(1), student_dim=16, teacher_dim=16, num_data=48, student_feature='4', feat_dim=8, nce_k=16)
+
+
 ALGORITHM_SETTINGS: dict[str, AlgorithmSetting] = {
     'kd_kl': AlgorithmSetting(lambda: KnowledgeDistillation(teachers(1), kd_loss='kl', temperature=4.0)),
     'kd_mse': AlgorithmSetting(lambda: KnowledgeDistillation(teachers(1), kd_loss='mse', kd_loss_weight=0.5)),
@@ -64,9 +74,18 @@ ALGORITHM_SETTINGS: dict[str, AlgorithmSetting] = {
     'pool_random_k': AlgorithmSetting(lambda: KnowledgeDistillation(teachers(3), pool_mode='random_k', k=2, seed=3)),
     'pool_random_1': AlgorithmSetting(lambda: KnowledgeDistillation(teachers(3), pool_mode='random_1', seed=3)),
     'fitnets': AlgorithmSetting(_fitnets),  # a trainable head: in the optimizer and the checkpoint
+    # a head whose window opens after the checkpoint: optimizer state must exist for it before it is first used
+    'fitnets_late': AlgorithmSetting(lambda: FitNets(teachers(1), student_feature='0', teacher_feature='0',
+                                                     student_channels=4, teacher_channels=4, start='4ba')),
+    # CRD: embeddings, banks and Z in the checkpoint, the negatives' generator in the algorithm's state
+    'crd': AlgorithmSetting(_crd, data=indexed_image_loader),
+    'fsp_init': AlgorithmSetting(lambda: FSP(teachers(1), ['0', '2', '3'], end='4ba')),  # ends after the checkpoint
     # pruning: one-shot before the checkpoint at batch 3, iterative before and after it; masks in the state
     'magnitude_one_shot': AlgorithmSetting(lambda: MagnitudePruning([('2ba', 0.6)])),
     'magnitude_iterative': AlgorithmSetting(lambda: MagnitudePruning([('2ba', 0.5), ('4ba', 0.75)], exclude=[])),
     'random_sparse_init': AlgorithmSetting(lambda: RandomSparseInit(0.5, seed=1)),
+    # structured AGP: rounds at batches 1 and 3 (before the checkpoint) and 5 (after); channel masks in the state
+    'structured_agp': AlgorithmSetting(lambda: StructuredPruning(0.5, initial_sparsity=0.25, start='1ba', end='5ba',
+                                                                 interval='2ba')),
     'fixed_mask': AlgorithmSetting(lambda: FixedMaskTraining({'0': (torch.arange(36) % 2 == 0).view(4, 1, 3, 3)})),
 }

@@ -73,6 +73,8 @@ def test_recipe_builds_and_trains(recipe: Path, tiny_roots, tmp_path):
             spec['checkpoint'] = stand_ins[spec['checkpoint']]
             specs.append(spec)
         section['teachers'] = specs
+    if cfg['load_path'] is not None:  # a recipe that starts from a trained model (pruning): a tiny one of its kind
+        cfg['load_path'] = tiny_teacher(cfg['model'], tmp_path / 'init.pt', 0.5)
     run = prepare(cfg)
     trainer = launch(run)
     trainer.fit()

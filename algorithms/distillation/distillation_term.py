@@ -189,10 +189,20 @@ class DistillationTerm(Algorithm):
 
     def _average_head_grads(self) -> None:
         """Average the heads' gradients across ranks (DDP ignores them). Run after every microbatch's backward:
-        the gradient accumulated so far is already equal on all ranks, so averaging again keeps it exact."""
+        the gradient accumulated so far is already equal on all ranks, so averaging again keeps it exact.
+
+        A head not used in this step (outside the window) gets a zero gradient, so that the optimizer holds state
+        for it from the first step: a checkpoint taken before the window opens can then be resumed (Composer
+        restores optimizer state by parameter name and fails on a parameter without any). Weight decay acts on an
+        idle head as on any other parameter."""
         heads = self.heads()
+        if heads is None:
+            return
+        for p in heads.parameters():
+            if p.requires_grad and p.grad is None:
+                p.grad = torch.zeros_like(p)
         world = dist.get_world_size()
-        if heads is None or world == 1:
+        if world == 1:
             return
         for p in heads.parameters():
             if p.grad is not None:
