@@ -48,13 +48,23 @@ def load_study(path: str) -> dict[str, Any]:
     return cfg  # type: ignore[return-value]
 
 
-def run_config(study: dict[str, Any], method: str, recipe: str, seed: int) -> dict[str, Any]:
+def method_spec(entry: Any) -> tuple[str, dict[str, Any]]:
+    """A method entry of the study YAML: a recipe path, or ``{recipe, overrides}`` (e.g. another sparsity)."""
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, dict) and isinstance(entry.get('recipe'), str):
+        return entry['recipe'], dict(entry.get('overrides') or {})
+    raise SystemExit(f'error: a method must be a recipe path or {{recipe, overrides}}, got {entry!r}')
+
+
+def run_config(study: dict[str, Any], method: str, entry: Any, seed: int) -> dict[str, Any]:
     """The resolved recipe of ``method`` at ``seed``, its folder under ``runs_root`` and, for a compressed method,
     the original of the same seed as its initial weights and its teacher."""
+    recipe, own = method_spec(entry)
     run_dir = Path(study['runs_root']) / method / f'seed{seed}'
     overrides = {'seed': seed, 'run_name': f"{study['name']}-{method}-s{seed}", 'run_dir': str(run_dir),
                  'save_folder': str(run_dir / 'checkpoints'), 'autoresume': True, 'progress_bar': False,
-                 **(study.get('overrides') or {})}
+                 **(study.get('overrides') or {}), **own}
     cfg = load_config(recipe, dotlist(overrides))
     if method != 'original':
         original = str(Path(study['runs_root']) / 'original' / f'seed{seed}' / LATEST_CHECKPOINT)
@@ -94,10 +104,13 @@ def record(study: dict[str, Any], method: str, seed: int, cfg: dict[str, Any]) -
     rows = read_records(Path(cfg['run_dir']))
     last = rows[-1] if rows else {}
     out: dict[str, Any] = {
-        'method': method, 'seed': seed, 'recipe': study['methods'].get(method, study['original']),
+        'method': method, 'seed': seed,
+        'recipe': method_spec({**study['methods'], **(study.get('extra_methods') or {})}.get(method,
+                                                                                             study['original']))[0],
         'preds': ''.join(str(int(p)) for p in preds), 'labels': ''.join(str(int(y)) for y in labels),
         'accuracy': float((preds == labels).mean()), 'train_wct_s': last.get('train_wct_s'),
         'cpu_s': last.get('cpu_s'), 'epochs': last.get('epoch'),
+        'downsample': cfg['train_loader'].get('downsample'), 'num_classes': cfg['model'].get('num_classes'),
     }
     sample = _test_loader(cfg, compare.get('images', 1000))
     example = next(iter(sample))[0][:1]

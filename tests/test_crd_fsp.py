@@ -292,7 +292,7 @@ def test_yaml_factories_read_the_feature_shapes(tmp_path):
     assert term.heads().embed_s.linear.in_features == 64 and term.heads().memory.memory_s.shape == (100, 128)
     with pytest.raises(ConfigError, match='num_data'):
         TEACHER_FACTORIES['crd'](teachers, registry=registry)
-    registry.num_train = 50  # what the run's registry is expected to carry
+    registry.train_size = lambda: 50  # the run's registry computes the training set's size when asked
     assert TEACHER_FACTORIES['crd'](teachers, registry=registry).num_data == 50
     with pytest.raises(ConfigError, match='nce_m'):
         TEACHER_FACTORIES['crd'](teachers, num_data=100, nce_m=1.0, registry=registry)

@@ -366,8 +366,11 @@ def test_a_misshaped_mask_is_rejected_naming_the_layer_and_both_shapes():
 def test_readme_code_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r'```python\n(.*?)```', README.read_text(), flags=re.S)
-    assert len(blocks) == 3
-    namespace = {'__name__': 'readme'}  # the method card's blocks run in order, as one script
-    for block in blocks:
+    assert len(blocks) == 4
+    namespace = {'__name__': 'readme'}  # the unstructured card's blocks run in order, as one script
+    for block in blocks[:3]:
         exec(compile(block, str(README), 'exec'), namespace)
     assert namespace['layer_sparsity'](namespace['model'], ['0', '3', '7'])['0'] == 65 / 72
+    structured = {'__name__': 'readme'}  # the structured card's block (it asserts its own results)
+    exec(compile(blocks[3], str(README), 'exec'), structured)
+    assert structured['costs']['params']['exported'] < structured['costs']['params']['masked']

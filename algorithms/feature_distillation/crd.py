@@ -27,9 +27,9 @@ from torch import nn
 
 from composer.core import Event, State, Time
 from composer.loggers import Logger
-from composer.utils import dist
 
 from ..distillation import DistillationTerm, ModelIO, TeacherPool
+from .crd_memory import ContrastMemory, Embed
 from .losses import contrast_loss
 
 __all__ = ['CRD', 'Embed', 'ContrastMemory', 'split_index']
@@ -50,66 +50,6 @@ def split_index(batch: Any) -> tuple[Any, torch.Tensor]:
 def _num_samples(batch: Any) -> int:
     first = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
     return int(first.shape[0])
-
-
-class Embed(nn.Module):
-    """RepDistiller's ``Embed``: flatten, ``Linear(dim_in -> dim_out)``, L2-normalise each row."""
-
-    def __init__(self, dim_in: int, dim_out: int = 128):
-        super().__init__()
-        self.linear = nn.Linear(dim_in, dim_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.linear(x.reshape(x.shape[0], -1).float())
-        return x / x.pow(2).sum(1, keepdim=True).sqrt()  # RepDistiller's Normalize(2), no epsilon
-
-
-class ContrastMemory(nn.Module):
-    """RepDistiller's ``ContrastMemory``: two banks ``N x d`` (buffers, so checkpointed with the model), initialised
-    uniform in ``[-stdv, stdv]``, ``stdv = 1/sqrt(d/3)``, and the normalisation constants ``Z`` (``-1`` until the
-    first batch sets them to ``mean(exp(scores / T)) * N``, then kept).
-
-    ``forward(v_s, v_t, idx, contrast_idx)`` returns the normalised scores ``[B, K+1]`` of the student embedding
-    against the teacher bank and of the teacher embedding against the student bank (RepDistiller's ``out_v1``,
-    ``out_v2``), then moves each bank's rows ``idx`` towards the batch's embeddings with momentum.
-    """
-
-    def __init__(self, feat_dim: int, num_data: int, nce_t: float = 0.07, nce_m: float = 0.5):
-        super().__init__()
-        self.nce_t, self.nce_m = nce_t, nce_m
-        stdv = 1.0 / math.sqrt(feat_dim / 3)
-        self.register_buffer('memory_s', torch.rand(num_data, feat_dim).mul_(2 * stdv).add_(-stdv))
-        self.register_buffer('memory_t', torch.rand(num_data, feat_dim).mul_(2 * stdv).add_(-stdv))
-        self.register_buffer('z', torch.full((2,), -1.0))  # Z for (student scores, teacher scores)
-
-    def scores(self, v: torch.Tensor, memory: torch.Tensor, contrast_idx: torch.Tensor) -> torch.Tensor:
-        """``exp(memory[contrast_idx] . v / T)``, ``[B, K+1]`` (the bank rows are constants)."""
-        weight = memory.index_select(0, contrast_idx.reshape(-1)).detach().view(*contrast_idx.shape, -1)
-        return torch.exp(torch.bmm(weight, v.unsqueeze(2)).squeeze(2) / self.nce_t)
-
-    def forward(self, v_s: torch.Tensor, v_t: torch.Tensor, idx: torch.Tensor,
-                contrast_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out_s = self.scores(v_s, self.memory_t, contrast_idx)
-        out_t = self.scores(v_t, self.memory_s, contrast_idx)
-        with torch.no_grad():
-            if bool((self.z < 0).any()):  # the first batch fixes Z (the same on every rank)
-                z = torch.stack([out_s.mean(), out_t.mean()]) * self.memory_s.shape[0]
-                if dist.get_world_size() > 1:
-                    dist.all_reduce(z, reduce_operation='SUM')
-                    z /= dist.get_world_size()
-                self.z.copy_(torch.where(self.z < 0, z, self.z))
-            self.update(v_s, v_t, idx)
-        return out_s / self.z[0], out_t / self.z[1]
-
-    @torch.no_grad()
-    def update(self, v_s: torch.Tensor, v_t: torch.Tensor, idx: torch.Tensor) -> None:
-        """``bank[idx] = normalize(m * bank[idx] + (1 - m) * v)`` for both banks; under DDP with every rank's batch,
-        so that the banks stay equal on all ranks."""
-        if dist.get_world_size() > 1:
-            v_s, v_t, idx = (torch.cat(list(dist.all_gather(t.detach().contiguous()))) for t in (v_s, v_t, idx))
-        for memory, v in ((self.memory_s, v_s), (self.memory_t, v_t)):
-            w = memory.index_select(0, idx) * self.nce_m + v.detach().to(memory.dtype) * (1 - self.nce_m)
-            memory.index_copy_(0, idx, w / w.pow(2).sum(1, keepdim=True).sqrt())
 
 
 class _CRDHeads(nn.Module):

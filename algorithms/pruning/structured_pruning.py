@@ -62,8 +62,11 @@ class StructuredPruning(Algorithm):
                  end: Union[str, Time] = '0.5dur', interval: Union[str, Time] = '5ep',
                  exclude: Optional[Iterable[str]] = None):
         self.final_sparsity = check_sparsity(final_sparsity, 'final_sparsity')
-        initial = check_sparsity(initial_sparsity, 'initial_sparsity')
-        self.initial_sparsity = min(initial, self.final_sparsity)
+        if isinstance(initial_sparsity, bool) or not isinstance(initial_sparsity, (int, float)) or \
+                not 0 <= initial_sparsity < 1:
+            raise ValueError(f'initial_sparsity must be a number in [0, 1) (Zhu & Gupta start at 0, the seed at '
+                             f'0.1), got {initial_sparsity!r}')
+        self.initial_sparsity = min(float(initial_sparsity), self.final_sparsity)
         self.start, self.end = parse_time(start, 'start'), parse_time(end, 'end')
         self.interval = parse_time(interval, 'interval')
         for name, t in (('start', self.start), ('end', self.end), ('interval', self.interval)):
