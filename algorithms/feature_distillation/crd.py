@@ -17,6 +17,7 @@ run draws the same negatives.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any, Optional, Sequence, Union
@@ -31,6 +32,8 @@ from composer.loggers import Logger
 from ..distillation import DistillationTerm, ModelIO, TeacherPool
 from .crd_memory import ContrastMemory, Embed
 from .losses import contrast_loss
+
+log = logging.getLogger(__name__)
 
 __all__ = ['CRD', 'Embed', 'ContrastMemory', 'split_index']
 
@@ -115,7 +118,8 @@ class CRD(DistillationTerm):
         self.num_data, self.nce_k = num_data, min(nce_k, num_data - 1)
         self.nce_t, self.nce_m, self.sampler_seed = float(nce_t), float(nce_m), sampler_seed
         self._heads = _CRDHeads(student_dim, teacher_dim, feat_dim, num_data, self.nce_t, self.nce_m)
-        self.generator = torch.Generator().manual_seed(sampler_seed)
+        self.generator = torch.Generator().manual_seed(sampler_seed)  # moved to the banks' device on first use
+        self._pending_sampler: Optional[torch.Tensor] = None  # a checkpoint's sampler state, for that generator
         self.labels = None if labels is None else self._class_groups(torch.as_tensor(labels).long())
         self._index: Optional[torch.Tensor] = None  # the current batch's indices (stripped at AFTER_DATALOADER)
         self._cursor = 0  # where the current microbatch's indices start in it
@@ -133,19 +137,35 @@ class CRD(DistillationTerm):
     def heads(self) -> nn.Module:
         return self._heads
 
+    def _generator(self, device: torch.device) -> torch.Generator:
+        """The negatives' generator, on ``device`` (the banks'): drawing 16,384 negatives per sample on the CPU and
+        copying them over cost a third of a KD step on an H100 (benchmarks/results/crd_step_overhead_h100.md)."""
+        if self.generator.device.type != device.type:
+            self.generator = torch.Generator(device=device).manual_seed(self.sampler_seed)
+        if self._pending_sampler is not None:
+            try:
+                self.generator.set_state(self._pending_sampler.cpu())
+            except RuntimeError:  # a CUDA generator's state does not fit a CPU one (or back): draw afresh
+                log.warning('CRD: the checkpoint\'s negative sampler ran on another device type; reseeding it')
+            self._pending_sampler = None
+        return self.generator
+
     def sample(self, idx: torch.Tensor) -> torch.Tensor:
-        """``[B, K+1]`` bank rows: ``idx`` (the positives) in column 0, then ``K`` negatives drawn with replacement
-        from this term's generator (RepDistiller's layout)."""
-        b, k = idx.shape[0], self.nce_k
+        """``[B, K+1]`` bank rows on ``idx``'s device: ``idx`` (the positives) in column 0, then ``K`` negatives
+        drawn with replacement from this term's generator (RepDistiller's layout)."""
+        b, k, device = idx.shape[0], self.nce_k, idx.device
+        generator = self._generator(device)
         if self.labels is None:  # AliasMethod with uniform weights is uniform sampling
-            neg = torch.randint(0, self.num_data, (b, k), generator=self.generator)
+            neg = torch.randint(0, self.num_data, (b, k), generator=generator, device=device)
         else:  # uniform over the other classes' samples: skip the anchor class's block in class-sorted order
+            if self.labels[0].device != device:
+                self.labels = tuple(t.to(device) for t in self.labels)
             labels, order, counts, starts = self.labels
-            c = labels[idx.cpu()].unsqueeze(1)
-            r = (torch.rand((b, k), generator=self.generator, dtype=torch.float64) * (self.num_data - counts[c]))
+            c = labels[idx].unsqueeze(1)
+            r = torch.rand((b, k), generator=generator, dtype=torch.float64, device=device) * (self.num_data - counts[c])
             r = r.long()
             neg = order[r + (r >= starts[c]).long() * counts[c]]
-        return torch.cat([idx.cpu().long().unsqueeze(1), neg], dim=1).to(idx.device)
+        return torch.cat([idx.long().unsqueeze(1), neg], dim=1)
 
     # --- the sample indices: stripped from the whole batch before Composer splits it into microbatches -----------
     def match(self, event: Event, state: State) -> bool:
@@ -185,12 +205,13 @@ class CRD(DistillationTerm):
 
     # --- checkpointing: the banks are in the model; the negatives' generator is here ------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), 'sampler': self.generator.get_state()}
+        sampler = self._pending_sampler if self._pending_sampler is not None else self.generator.get_state()
+        return {**super().state_dict(), 'sampler': sampler}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        if 'sampler' in state:
-            self.generator.set_state(state['sampler'].cpu())
+        if 'sampler' in state:  # applied to the generator on the banks' device at the next draw
+            self._pending_sampler = state['sampler']
 
     def __repr__(self) -> str:
         return (f'CRD({self.student_feature!r} -> {self.teacher_feature!r}, num_data={self.num_data}, '
