@@ -67,6 +67,8 @@ def _array(text: str) -> np.ndarray:
 def pearson(x: list[float], y: list[float]) -> tuple[float, Optional[tuple[float, float]]]:
     """Pearson's r and its 95% interval by Fisher's z (``None`` below 4 points)."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float('nan'), None  # undefined without spread
     r = float(np.corrcoef(a, b)[0, 1])
     if len(a) < 4 or not math.isfinite(r) or abs(r) >= 1:
         return r, None
@@ -180,7 +182,8 @@ def svcca_correlation(result: dict[str, Any]) -> list[str]:
         ys = [c for p, c in points if layer in p]
         r, ci = pearson(xs, ys)
         ci_text = f'[{ci[0]:.2f}, {ci[1]:.2f}]' if ci else '(too few runs)'
-        lines.append(f'| {layer} | {np.mean(xs):.4f} | {r:.2f} {ci_text} | {len(xs)} |')
+        cell = f'{r:.2f} {ci_text}' if math.isfinite(r) else 'undefined (no spread)'
+        lines.append(f'| {layer} | {np.mean(xs):.4f} | {cell} | {len(xs)} |')
     return lines
 
 
