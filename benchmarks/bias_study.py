@@ -31,7 +31,7 @@ from algorithms.callbacks.run_record import LATEST_CHECKPOINT, SUMMARY_FILE, rea
 from algorithms.distillation import load_teacher_weights
 from algorithms.pruning import channel_groups, export_costs, export_pruned, filter_sparsity
 from algorithms.pruning.structured import zero_channel_masks
-from benchmarks.machine import machine_info
+from benchmarks.machine import record_session
 from recipes.cli import LOG_FORMAT, Stage, dotlist, run_stages, train_stage
 from recipes.config import load_config
 
@@ -142,10 +142,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     study = load_study(args.study)
     root = Path(study['runs_root'])
     (root / RECORDS).mkdir(parents=True, exist_ok=True)
-    machines = root / 'machine.json'
-    sessions = json.loads(machines.read_text())['sessions'] if machines.is_file() else []
-    sessions.append(machine_info())
-    machines.write_text(json.dumps({'study': study['name'], 'sessions': sessions}, indent=2) + '\n')
+    record_session(root, study['name'])
     phases = [study['methods']] + ([] if args.no_extra else [study.get('extra_methods') or {}])
     for methods in phases:
         for seed in study['seeds']:  # interleaved: seed i of every method before seed i + 1 of any

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import composer
@@ -36,3 +38,12 @@ def machine_info() -> dict[str, Any]:
         'composer': composer.__version__,
         'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
     }
+
+
+def record_session(root: Path, study: str) -> None:
+    """Append this machine to ``<root>/machine.json`` (one entry per session that ran part of a study)."""
+    path = Path(root) / 'machine.json'
+    sessions = json.loads(path.read_text())['sessions'] if path.is_file() else []
+    sessions.append(machine_info())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({'study': study, 'sessions': sessions}, indent=2) + '\n')

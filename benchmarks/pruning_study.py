@@ -32,7 +32,7 @@ from algorithms.analysis import layer_similarity
 from algorithms.callbacks.run_record import CONFIG_FILE, MANIFEST_FILE
 from algorithms.distillation import load_teacher_weights
 from algorithms.pruning import count_macs, count_parameters, layer_sparsity, prunable_layers, time_forward
-from benchmarks.machine import machine_info
+from benchmarks.machine import record_session
 from recipes.cli import dotlist
 
 log = logging.getLogger('benchmarks.pruning_study')
@@ -141,10 +141,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     study = load_study(args.study)
     root = Path(study['runs_root'])
     root.mkdir(parents=True, exist_ok=True)
-    machines = root / 'machine.json'
-    sessions = json.loads(machines.read_text())['sessions'] if machines.is_file() else []
-    sessions.append(machine_info())
-    machines.write_text(json.dumps({'study': study['name'], 'sessions': sessions}, indent=2) + '\n')
+    record_session(root, study['name'])
     pipelines = [p for p in study['pipelines'] if not args.only or p['name'] in args.only]
     rounds = max(len(p['seeds']) for p in pipelines)
     for i in range(rounds):  # interleaved: seed i of every pipeline before seed i + 1 of any

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
+from .plots import pyplot
+
 __all__ = ['EllipseParams', 'chi2_2dof_quantile', 'ellipse_params', 'bias_scatter']
 
 log = logging.getLogger(__name__)
@@ -34,16 +36,6 @@ class EllipseParams(NamedTuple):
     width: float
     height: float
     angle: float
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as e:  # an optional dependency
-        raise ImportError('the bias scatter needs matplotlib: pip install matplotlib') from e
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def chi2_2dof_quantile(level: float) -> float:
@@ -83,7 +75,7 @@ def bias_scatter(changes: Mapping[str, tuple[Any, Any]], path: Union[str, Path],
     """
     if not changes:
         raise ValueError('bias_scatter: no method to draw')
-    plt = _pyplot()
+    plt = pyplot('the bias scatter')
     from matplotlib.patches import Ellipse
 
     fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)

@@ -18,11 +18,12 @@ log = logging.getLogger(__name__)
 Column = Union[Mapping[str, float], Sequence[Mapping[str, Any]]]
 
 
-def _pyplot() -> Any:
+def pyplot(what: str = 'the similarity heat-map') -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend; a clear ImportError naming ``what`` without it."""
     try:
         import matplotlib
     except ImportError as e:  # an optional dependency
-        raise ImportError('the similarity heat-map needs matplotlib: pip install matplotlib') from e
+        raise ImportError(f'{what} needs matplotlib: pip install matplotlib') from e
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     return plt
@@ -48,7 +49,7 @@ def similarity_heatmap(columns: Mapping[str, Column], path: Union[str, Path], ti
         vmin, vmax: the colour scale (similarities lie in [0, 1]).
         annotate: print each value in its cell.
     """
-    plt = _pyplot()
+    plt = pyplot()
     data = {label: _as_mapping(col) for label, col in columns.items()}
     if not data:
         raise ValueError('similarity_heatmap: no columns to draw')
