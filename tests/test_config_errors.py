@@ -136,3 +136,25 @@ def test_pruning_arguments_that_do_not_fit_are_refused_before_training(tmp_path,
                                                                        expected):
     err = run_main(tmp_path, fmnist_root, capsys, override)
     assert expected in err and 'algorithms' in err
+
+
+@pytest.mark.parametrize('override, expected', [
+    ('algorithms.attention_transfer.student_features=[layer9]', "'layer9'"),
+    ('algorithms.attention_transfer.teacher_features=[layer1, layer2, layer7]', "'layer7'"),
+    ('algorithms.structured_pruning={final_sparsity: 1.0}', 'final_sparsity'),
+    ('algorithms.crd={teachers: [TEACHER], student_feature: avgpool}', 'train_loader.indices'),
+    ('algorithms.crd={teachers: [TEACHER], student_feature: avgpol}', "'avgpol'"),
+])
+def test_feature_distillation_and_structured_pruning_refused_before_training(tmp_path, fmnist_root, capsys, override,
+                                                                           expected):
+    """A feature name matching no module, a sparsity outside (0, 1), CRD without sample indices: one line."""
+    import torch
+
+    from recipes.models import build_model
+    teacher = tmp_path / 'teacher.pt'
+    torch.save({'state': {'model': build_model('cifar_resnet8', num_classes=10, in_channels=1).state_dict()}}, teacher)
+    yaml = Path(__file__).resolve().parents[1] / 'yamls' / 'fashion_mnist' / 'at_kd.yaml'
+    err = run_main(tmp_path, fmnist_root, capsys, f'algorithms.knowledge_distillation.teachers=[{teacher}]',
+                   f'algorithms.attention_transfer.teachers=[{teacher}]', override.replace('TEACHER', str(teacher)),
+                   yaml=yaml)
+    assert expected in err, err

@@ -73,7 +73,7 @@ def check_sparsity(sparsity: Any, name: str = 'sparsity') -> float:
     """``sparsity`` as a float strictly between 0 and 1, or ``ValueError`` naming the argument."""
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not math.isfinite(sparsity) or \
             not 0 < sparsity < 1:
-        raise ValueError(f'{name} must be a number strictly between 0 and 1 (the fraction of weights set to zero), '
+        raise ValueError(f'{name} must be a number strictly between 0 and 1 (the fraction pruned), '
                          f'got {sparsity!r}')
     return float(sparsity)
 
