@@ -220,7 +220,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         DOWNSAMPLED.clear()
         DOWNSAMPLED.update({int(c): float(f) for c, f in first['downsample'].items()})
     num_classes = int(first.get('num_classes') or 10)
-    CLASSES[:] = list(FMNIST) if num_classes == 10 else [f'class {i}' for i in range(num_classes)]
+    if num_classes == 100:  # CIFAR-100: its names; the seed's 15 classes when the data were not down-sampled
+        from recipes.biased_data import BIASED_CIFAR100, CIFAR100_CLASSES
+        CLASSES[:] = list(CIFAR100_CLASSES)
+        if not first.get('downsample'):
+            DOWNSAMPLED.clear()
+            DOWNSAMPLED.update(BIASED_CIFAR100)
+    else:
+        CLASSES[:] = list(FMNIST) if num_classes == 10 else [f'class {i}' for i in range(num_classes)]
     result = analyse(data)
     machine = json.loads((out / 'machine.json').read_text()).get('sessions', []) if (out / 'machine.json').is_file() else []
     changes = {NAMES.get(m, m): (np.concatenate([r['report'].d_fpr for r in seeds.values()]),

@@ -22,15 +22,15 @@ from torch.utils.data import Dataset, Subset
 
 from recipes.errors import ConfigError
 
-__all__ = ['Downsampled', 'WithIndex', 'BIASED_CIFAR100', 'BIASED_FASHION_MNIST', 'PRESETS', 'dataset_targets',
-           'resolve_fractions']
+__all__ = ['Downsampled', 'WithIndex', 'BIASED_CIFAR100', 'CIFAR100_CLASSES', 'BIASED_FASHION_MNIST', 'PRESETS',
+           'dataset_targets', 'resolve_fractions']
 
 _CIFAR100_NAMES = {  # the seed's 15 classes (CIFAR-100 fine labels, alphabetical order as in the meta file)
     0.1: ('apple', 'bicycle', 'crocodile', 'maple_tree', 'shrew'),
     0.2: ('butterfly', 'can', 'oak_tree', 'palm_tree', 'train'),
     0.5: ('dinosaur', 'elephant', 'flatfish', 'orange', 'raccoon'),
 }
-_CIFAR100_CLASSES = (
+CIFAR100_CLASSES = (
     'apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can castle '
     'caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin elephant '
     'flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man '
@@ -40,7 +40,7 @@ _CIFAR100_CLASSES = (
     'tulip turtle wardrobe whale willow_tree wolf woman worm').split()
 
 #: The seed's biased CIFAR-100: class index -> fraction of its training images kept (15 classes at 10/20/50%).
-BIASED_CIFAR100: dict[int, float] = {_CIFAR100_CLASSES.index(name): fraction
+BIASED_CIFAR100: dict[int, float] = {CIFAR100_CLASSES.index(name): fraction
                                      for fraction, names in _CIFAR100_NAMES.items() for name in names}
 #: This project's CPU-scale analogue on Fashion-MNIST: shirt (6) at 10%, pullover (2) at 20%, coat (4) at 50%,
 #: the three classes most confused with one another, so a pruned model has somewhere to send their errors.

@@ -9,7 +9,7 @@ prunes whole filters by L1 norm (:mod:`.structured`); pruned channels stay prune
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Union
 
 import torch
@@ -125,8 +125,12 @@ class StructuredPruning(Algorithm):
     def prune(self, state: State, sparsity: float, logger: Optional[Logger] = None) -> None:
         """One pruning round now, to ``sparsity`` of every group's channels."""
         if self.groups is None:
-            example = state.batch[0] if isinstance(state.batch, (tuple, list)) else state.batch
-            example = example[:1] if isinstance(example, torch.Tensor) else example
+            batch = state.batch
+            if isinstance(batch, Mapping):  # keyword inputs (a Hugging Face model): one row of each tensor
+                example = {k: v[:1] for k, v in batch.items() if isinstance(v, torch.Tensor) and k != 'labels'}
+            else:
+                example = batch[0] if isinstance(batch, (tuple, list)) else batch
+                example = example[:1] if isinstance(example, torch.Tensor) else example
             self.groups = channel_groups(state.model, example, self.exclude)
         self.masks = filter_masks(state.model, self.groups, sparsity, previous=self.masks or None)
         self.sparsity = float(sparsity)
