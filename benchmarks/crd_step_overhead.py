@@ -16,34 +16,23 @@ the median per-step time over rounds and the ratios.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(relative: str) -> Any:
-    """A module of the repository loaded from its file (no package ``__init__``, hence no Composer import)."""
-    path = REPO / relative
-    spec = importlib.util.spec_from_file_location(path.stem + '_standalone', path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
+from benchmarks.standalone import load
 
 def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[int], None]]:
     """The three step functions, sharing one student, teacher and batch pool."""
-    resnets = _load('recipes/architectures/cifar_resnet.py')
-    memory_mod = _load('algorithms/feature_distillation/crd_memory.py')
-    feature_losses = _load('algorithms/feature_distillation/losses.py')
-    kd_losses = _load('algorithms/distillation/losses.py')
+    resnets = load('recipes/architectures/cifar_resnet.py')
+    memory_mod = load('algorithms/feature_distillation/crd_memory.py')
+    feature_losses = load('algorithms/feature_distillation/losses.py')
+    kd_losses = load('algorithms/distillation/losses.py')
     torch.manual_seed(0)
     arch = getattr(resnets, args.arch)
     student, teacher = arch(num_classes=100).to(device), arch(num_classes=100).to(device).eval()

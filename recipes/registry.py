@@ -20,6 +20,7 @@ from composer import optim as co
 from composer.core import Time
 
 from algorithms.analysis import SimilarityMonitor
+from algorithms.profiling import EnergyMonitor
 
 from recipes.config import check_keys, check_time, check_type
 from recipes.errors import ConfigError
@@ -58,6 +59,7 @@ CALLBACKS: dict[str, Callable[..., Any]] = {
     'runtime_estimator': cc.RuntimeEstimator,
     'system_metrics_monitor': cc.SystemMetricsMonitor,
     'similarity_monitor': SimilarityMonitor,  # per-layer SVCCA/CKA to a reference checkpoint, every epoch
+    'energy_monitor': EnergyMonitor,  # GPU (NVML) / CPU package (RAPL) energy and CPU utilisation at 1 Hz
 }
 LOGGERS: dict[str, Callable[..., Any]] = {
     'file': cl.FileLogger,
