@@ -267,6 +267,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         'The masked model physically slimmed (`algorithms/pruning/export.py`): pruned filters, their batch-norm '
         'channels and the next layers\' input channels removed.', ''] + export_table(data) + [
         '', '## Training time', '',
+        'Wall-clock of each run\'s training as recorded; not a speed claim (the runs shared the machine with other '
+        'work at times: compare the methods\' costs on a quiet machine before relying on them).', '',
         '| method | training wall-clock, s (mean [95% CI]) |', '|---|---|'] + [
         f'| {NAMES.get(m, m)} | {i.fmt(0)} |' for m, i in train.items()] + [
         '', '![per-class FPR/FNR changes](bias_scatter.png)', '']
