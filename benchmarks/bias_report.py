@@ -97,6 +97,9 @@ def analyse(data: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
         pies[method] = {'modal': count_pies(pie_modal(pop, orig_pop)),
                         'any': count_pies(pie_disagreement(pop, np.asarray(_modal(orig_pop)), rule='any')),
                         'seeds': len(seeds)}
+    # the noise floor of the 'any seed' count: originals of other seeds against the originals' own modal label
+    pies['original'] = {'modal': 0, 'any': count_pies(pie_disagreement(orig_pop, np.asarray(_modal(orig_pop)),
+                                                                       rule='any')), 'seeds': len(orig_pop)}
     return {'labels': labels, 'runs': per_run, 'pies': pies, 'shared_seeds': shared}
 
 
@@ -132,7 +135,8 @@ def main_table(data: dict[str, Any], result: dict[str, Any]) -> list[str]:
             labels = result['labels']
             per_class = {c: [float((_array(r['preds'])[labels == c] == c).mean()) for r in recs] for c in DOWNSAMPLED}
             rows.append(['original (dense)', str(len(recs)), _interval([r['accuracy'] for r in recs]).fmt(2, 100)] +
-                        [_interval(per_class[c]).fmt(1, 100) for c in DOWNSAMPLED] + ['-', '-', '-', '-', '-'])
+                        [_interval(per_class[c]).fmt(1, 100) for c in DOWNSAMPLED] +
+                        ['-', '-', '0 (by definition)', f"{result['pies']['original']['any']} (noise floor)", '-'])
             continue
         runs = result['runs'][m]
         reps = [r['report'] for r in runs.values()]

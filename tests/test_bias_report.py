@@ -74,6 +74,7 @@ def test_report_numbers_match_hand_computation(tmp_path):
     # image 6, a 1-1 tie broken to the smaller label (0): one modal PIE; 'any seed differs' also counts one
     assert result['pies']['prune'] == {'modal': 2, 'any': 2, 'seeds': 2}
     assert result['pies']['kd'] == {'modal': 1, 'any': 1, 'seeds': 2}
+    assert result['pies']['original'] == {'modal': 0, 'any': 0, 'seeds': 2}  # identical originals: no noise
     text = (out / 'report.md').read_text()
     assert '| Pruning alone | 2 | 90.00 [90.00, 90.00]' in text  # accuracy 18/20 on both seeds
     assert '7200 [7200, 7200]' in text
