@@ -257,7 +257,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         'CEV / SDE use the epsilon rule for a class whose original rate is 0 (eps = 1 / its count of negatives or '
         'positives). PIEs: over the populations of seeds, Hooker et al.\'s definition (modal label of the '
         'compressed population differs from that of the originals) and the looser variant (any compressed seed '
-        'differs from the originals\' modal label). Nothing was tuned: RepDistiller\'s weights and the recipes\' '
+        'differs from the originals\' modal label; the same count for the originals themselves is its noise '
+        'floor). Nothing was tuned: RepDistiller\'s weights and the recipes\' '
         'learning rates as written.', '',
         f'Intervals and verdicts: {RULE}. Differences are paired by seed (same original).', '',
         '## Results', ''] + main_table(data, result) + [
