@@ -119,11 +119,10 @@ def strict_weights(cfg: dict[str, Any], model: Any, algorithms: list[Any]) -> bo
         return True
     if not any(getattr(a, 'heads', lambda: None)() is not None for a in algorithms):
         return True
-    import torch
-
+    from algorithms.checkpoint_loading import safe_load
     from algorithms.distillation.distillation_term import HEADS_ATTR
 
-    saved = torch.load(path, map_location='cpu', weights_only=True).get('state', {}).get('model', {})
+    saved = safe_load(path).get('state', {}).get('model', {})  # weights_only, with Composer's few other types
     if any(k.startswith(f'{HEADS_ATTR}.') for k in saved):
         return True
     return set(saved) != set(model.state_dict())  # not strict only when every other key matches

@@ -6,6 +6,7 @@ the dataset's on-disk format and teacher checkpoints of the teacher's architectu
 
 from __future__ import annotations
 
+import datetime
 import math
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def tiny_teacher(model_cfg: dict, path: Path, accuracy: float) -> str:
     """A checkpoint of the teacher's architecture, shaped like a Composer checkpoint with a run record."""
     model = build_model(**model_cfg)
     record = {'metrics': {'eval/MulticlassAccuracy': accuracy}, 'train_wct_s': 1.0}
-    torch.save({'state': {'model': model.state_dict(), 'callbacks': {'RunRecord': record}}}, path)
+    # like a Composer checkpoint, it holds more than tensors (a timedelta in the timestamp): loaders must allow it
+    torch.save({'state': {'model': model.state_dict(), 'callbacks': {'RunRecord': record},
+                          'timestamp': {'total_wct': datetime.timedelta(seconds=1)}}}, path)
     return str(path)
 
 
