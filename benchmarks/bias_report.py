@@ -175,6 +175,27 @@ def findings(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def in_words(result: dict[str, Any]) -> list[str]:
+    """The findings said plainly: directions of the means, and what the intervals decide."""
+    runs = result['runs']
+    if 'prune' not in runs:
+        return []
+    mean_cev = {m: float(np.mean([r['report'].cev for r in seeds.values()])) for m, seeds in runs.items()}
+    others = [m for m in ordered(runs) if m != 'prune']
+    lower = [m for m in others if mean_cev[m] < mean_cev['prune']]
+    claims = findings(result)[2:]
+    verdicts = [line for line in claims if line.endswith('| holds |')]
+    text = (f"Pruning alone: mean CEV {mean_cev['prune']:.0f}. " +
+            (f"Every distillation method's mean is lower ({', '.join(f'{NAMES.get(m, m)} {mean_cev[m]:.0f}' for m in others)})"
+             if len(lower) == len(others) else
+             f"Lower for {', '.join(NAMES.get(m, m) for m in lower) or 'none'}") +
+            f", the seed's direction; by the paired 95% intervals, {len(verdicts)} of {len(claims)} claims "
+            f"{'holds' if len(verdicts) == 1 else 'hold'}"
+            + (': ' + '; '.join(v.split('|')[1].strip() for v in verdicts) if verdicts else '') +
+            ', the rest are within noise at this number of seeds.')
+    return [text]
+
+
 def svcca_correlation(result: dict[str, Any]) -> list[str]:
     points = [(r['record'].get('svcca') or {}, r['report'].cev) for seeds in result['runs'].values()
               for r in seeds.values()]
@@ -202,8 +223,15 @@ def export_table(data: dict[str, Any]) -> list[str]:
                          f"{e['macs']['masked']:,} -> {e['macs']['exported']:,} ({100 * (1 - e['macs']['ratio']):.1f}% fewer)",
                          f"{1000 * e['latency_s']['masked']:.2f} -> {1000 * e['latency_s']['exported']:.2f} "
                          f"({e['latency_s']['speedup']:.2f}x)", f"{e.get('max_abs_output_difference', float('nan')):.1e}"])
+    if not rows:
+        return []
+    speedups = sorted(float(r[3].rsplit('(', 1)[1].rstrip('x)')) for r in rows)
+    note = ['', f'Latency: masked and exported models timed interleaved in one process (best of 3 medians). Every row is '
+            f'the same architecture at the same sparsity, so the spread of speed-ups ({speedups[0]:.2f}x to '
+            f'{speedups[-1]:.2f}x) is the load on the machine when each was recorded; the median is '
+            f'{speedups[len(speedups) // 2]:.2f}x.']
     return table(['model', 'parameters', 'MACs per image', 'CPU latency per batch of 128, ms (speed-up)',
-                  'largest output difference, masked vs exported'], rows) if rows else []
+                  'largest output difference, masked vs exported'], rows) + note
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -264,7 +292,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         '## Results', ''] + main_table(data, result) + [
         '', 'The seed\'s numbers (last column) are for ResNet32x4 on biased CIFAR-100, 100 classes, at 45%; the '
         'scale of CEV depends on the number of classes and on how rare errors are, so compare directions, not '
-        'values.', '', '## Findings', ''] + findings(result) + [
+        'values.', '', '## Findings', ''] + in_words(result) + [''] + findings(result) + [
         '', '## Does similarity to the original go with less bias?', '',
         'Per layer, the SVCCA distance (1 - mean canonical correlation, first 1,000 test images) of each compressed '
         'run to its original, against that run\'s CEV, over every method and seed:', ''] + svcca_correlation(result) + [

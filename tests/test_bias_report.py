@@ -94,6 +94,9 @@ def test_verdicts_are_paired_by_seed(tmp_path):
     half = 12.706 * np.std([5400, 7200], ddof=1) / math.sqrt(2)
     assert f'6300 [{6300 - half:.0f}, {6300 + half:.0f}]' in cev_line
     assert cev_line.endswith('| within noise |')  # two seeds this far apart: the interval straddles zero
+    words = bias_report.in_words(result)[0]
+    assert words.startswith('Pruning alone: mean CEV 7200. Every distillation method\'s mean is lower (KD 900)')
+    assert '0 of 3 claims hold' in words
 
 
 def test_svcca_distance_correlates_with_cev(tmp_path):
