@@ -122,7 +122,7 @@ def strict_weights(cfg: dict[str, Any], model: Any, algorithms: list[Any]) -> bo
     from algorithms.checkpoint_loading import safe_load
     from algorithms.distillation.distillation_term import HEADS_ATTR
 
-    saved = safe_load(path).get('state', {}).get('model', {})  # weights_only, with Composer's few other types
+    saved = safe_load(path, mmap=True).get('state', {}).get('model', {})  # keys only: mapped, not read
     if any(k.startswith(f'{HEADS_ATTR}.') for k in saved):
         return True
     return set(saved) != set(model.state_dict())  # not strict only when every other key matches

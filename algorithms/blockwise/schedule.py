@@ -35,16 +35,12 @@ def round_robin(tasks: Sequence[T], n: int) -> list[list[T]]:
 
 def bin_packing(times: dict[T, float], n: int) -> list[list[T]]:
     """Worst-fit decreasing: tasks by decreasing time (ties: the order of ``times``), each to the least-loaded
-    worker (ties: the lowest index). Returns each worker's tasks in the order it runs them."""
-    _check(n)
-    order = sorted(times, key=lambda t: -times[t])  # stable: equal times keep their order
-    heap = [(0.0, r) for r in range(n)]
-    bins: list[list[T]] = [[] for _ in range(n)]
-    for task in order:
-        load, r = heapq.heappop(heap)
-        bins[r].append(task)
-        heapq.heappush(heap, (load + times[task], r))
-    return bins
+    worker (ties: the lowest index). Returns each worker's tasks in the order it runs them.
+
+    With the stored times this is the same assignment as :func:`list_schedule` over the decreasing queue (the
+    least-loaded worker is the one free first); the two differ in practice because bin packing fixes the
+    assignment in advance from an earlier run's times, while work stealing reacts to the times of this run."""
+    return list_schedule(times, n, queue=sorted(times, key=lambda t: -times[t]))
 
 
 def list_schedule(times: dict[T, float], n: int, queue: Optional[Sequence[T]] = None) -> list[list[T]]:

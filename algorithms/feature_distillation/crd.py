@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from typing import Any, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from composer.core import Event, State, Time

@@ -135,7 +135,7 @@ class CpuUtilisation:
         raise ValueError('no aggregate cpu line')
 
 
-def default_sources() -> list[Any]:
+def default_sources() -> list[EnergySource]:
     return [NvmlEnergy(), RaplEnergy(), CpuUtilisation()]
 
 
@@ -147,7 +147,7 @@ class EnergySampler:
     ``clock`` and ``sleep`` are injectable so that the arithmetic is tested without waiting.
     """
 
-    sources: Sequence[Any] = field(default_factory=default_sources)
+    sources: Sequence[EnergySource] = field(default_factory=default_sources)
     interval: float = 1.0
     clock: Callable[[], float] = time.monotonic
     samples: list[tuple[float, dict[str, Any]]] = field(default_factory=list)

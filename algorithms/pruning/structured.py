@@ -37,7 +37,7 @@ from torch import nn
 from .masks import check_sparsity, network
 
 __all__ = ['ChannelGroup', 'channel_groups', 'group_importance', 'filter_masks', 'apply_channel_masks',
-           'mask_channel_gradients', 'filter_sparsity', 'zero_channel_masks', 'channel_masks_to_cpu']
+           'mask_channel_gradients', 'filter_sparsity', 'zero_channel_masks']
 
 ChannelMasks = dict[str, torch.Tensor]
 _PRODUCERS = (nn.modules.conv._ConvNd, nn.Linear)
@@ -99,7 +99,6 @@ def channel_groups(model: nn.Module, example_inputs: Any, exclude: Optional[Sequ
             classifier (its *inputs* are still pruned when the layer before it loses channels).
         graph: a dependency graph already built for the model (:func:`dependency_graph`).
     """
-    tp = _import_tp()
     net = network(model)
     names = {m: n for n, m in net.named_modules()}
     if exclude is None:
@@ -116,7 +115,7 @@ def channel_groups(model: nn.Module, example_inputs: Any, exclude: Optional[Sequ
         producers, norms, root = [], [], None
         for dep, _ in group:
             module = dep.target.module
-            if not _is_out_channels(tp, dep.handler) or module not in names:
+            if not _is_out_channels(dep.handler) or module not in names:
                 continue
             if isinstance(module, _PRODUCERS):
                 producers.append(names[module])
@@ -132,7 +131,7 @@ def channel_groups(model: nn.Module, example_inputs: Any, exclude: Optional[Sequ
     return sorted(groups, key=lambda g: order.index(g.root))
 
 
-def _is_out_channels(tp: Any, handler: Any) -> bool:
+def _is_out_channels(handler: Any) -> bool:
     name = getattr(handler, '__name__', '') or type(handler).__name__
     return 'out_channels' in name
 
@@ -240,8 +239,3 @@ def zero_channel_masks(model: nn.Module, groups: Sequence[ChannelGroup]) -> Chan
         for name in group.producers + group.norms:
             masks[name] = keep.clone()
     return masks
-
-
-def channel_masks_to_cpu(masks: Mapping[str, torch.Tensor]) -> ChannelMasks:
-    """A copy of ``masks`` as CPU bool tensors (what a checkpoint holds)."""
-    return {n: m.detach().to('cpu', torch.bool).clone() for n, m in masks.items()}

@@ -20,9 +20,9 @@ from composer.loggers import Logger
 
 from ._composer import check_unsharded, masks_from_state, parse_time
 from .agp import agp_sparsity
-from .masks import check_sparsity, network
-from .structured import (ChannelGroup, apply_channel_masks, channel_groups, channel_masks_to_cpu, filter_masks,
-                         filter_sparsity, mask_channel_gradients)
+from .masks import check_sparsity, masks_to_cpu, network
+from .structured import (ChannelGroup, apply_channel_masks, channel_groups, filter_masks, filter_sparsity,
+                         mask_channel_gradients)
 
 __all__ = ['StructuredPruning', 'to_batches']
 
@@ -147,7 +147,7 @@ class StructuredPruning(Algorithm):
 
     # --- checkpointing ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {'repr': repr(self), 'masks': channel_masks_to_cpu(self.masks), 'sparsity': self.sparsity}
+        return {'repr': repr(self), 'masks': masks_to_cpu(self.masks), 'sparsity': self.sparsity}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.masks = masks_from_state(state.get('masks'), 'StructuredPruning state')
