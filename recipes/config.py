@@ -121,6 +121,24 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     return resolved  # type: ignore[return-value]
 
 
+def load_mapping(path: str | os.PathLike, overrides: list[str] | None = None, key: str = '-f') -> dict[str, Any]:
+    """A YAML of any schema read with the recipes' rules (``base:``, dotted ``key=value`` overrides, interpolations
+    resolved) as a plain dict; drivers with their own schema (the blockwise trainer) validate it themselves."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f'{key}: YAML file not found: {path}')
+    try:
+        cfg = _load_with_base(path, seen=())
+        if overrides:
+            bad = [o for o in overrides if '=' not in o]
+            if bad:
+                raise ConfigError(f"override {bad[0]!r}: expected dotted.key=value")
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f'{path}: {str(e).splitlines()[0]}') from None
+
+
 def load_yaml(path: Path) -> Any:
     """``OmegaConf.load(path)``; a YAML syntax error becomes one ConfigError line with the file, line and column."""
     try:

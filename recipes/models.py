@@ -58,6 +58,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'cifar_resnet8x4': cifar_resnet.resnet8x4,
     'cifar_resnet32x4': cifar_resnet.resnet32x4,
     'vgg16': vgg.vgg16,
+    'vgg_small': vgg.vgg_small,
     'convnet': convnet.convnet,
 }
 

@@ -19,7 +19,7 @@ from ..checkpoint_loading import safe_load
 
 HEADS_ATTR = 'distillation_heads'  # as in distillation_term.py (kept here so this module stands alone)
 
-__all__ = ['load_teacher_weights']
+__all__ = ['load_teacher_weights', 'module_weights']
 
 # Wrapper prefixes: ComposerClassifier keeps its network in `.module`, HuggingFaceModel in `.model`, DDP adds
 # `module.`, torch.compile adds `_orig_mod.`.
@@ -66,20 +66,12 @@ def _match_keys(source: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[d
     return renamed, wanted - new_keys, {old for old, new in renamed.items() if new not in wanted}
 
 
-def load_teacher_weights(module: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
-    """Load the weights saved at ``path`` into ``module`` (in place) and return ``module``.
-
-    ``path`` is a local Composer checkpoint (as written by ``Trainer(save_folder=...)``) or a ``torch.save``-d
-    state dict. The keys may carry a wrapper prefix on either side (``module.`` of ``ComposerClassifier``,
-    ``model.`` of ``HuggingFaceModel``, ``_orig_mod.`` of ``torch.compile``): a checkpoint of a
-    ``ComposerClassifier`` loads into the bare network and the other way round. Loads with ``weights_only=True``.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the keys or shapes do not match ``module`` (the first mismatching keys are named).
-    """
+def module_weights(module: nn.Module, path: Union[str, os.PathLike], mmap: bool = False) -> dict[str, Any]:
+    """The weights saved at ``path``, renamed to ``module``'s state-dict keys and checked against its keys and
+    shapes (see :func:`load_teacher_weights`). ``module`` may live on the ``meta`` device (only its keys and shapes
+    are read); with ``mmap=True`` the file is memory-mapped, so tensors that are never used are never read."""
     path = os.fspath(path)
-    obj = safe_load(path, map_location='cpu')  # FileNotFoundError if there is no file
+    obj = safe_load(path, map_location='cpu', mmap=mmap)  # FileNotFoundError if there is no file
     source = _model_state_dict(obj, path)
     # A student trained with a head-owning term (FitNets, CRD) carries its heads; they are not part of the network.
     source = {k: v for k, v in source.items() if HEADS_ATTR + '.' not in k}
@@ -97,5 +89,20 @@ def load_teacher_weights(module: nn.Module, path: Union[str, os.PathLike]) -> nn
     if bad_shapes:
         raise ValueError(f'the weights in {path} do not fit {type(module).__name__}: shape mismatch in '
                          f'{"; ".join(bad_shapes[:5])}{" ..." if len(bad_shapes) > 5 else ""}')
-    module.load_state_dict(weights, strict=True)
+    return weights
+
+
+def load_teacher_weights(module: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
+    """Load the weights saved at ``path`` into ``module`` (in place) and return ``module``.
+
+    ``path`` is a local Composer checkpoint (as written by ``Trainer(save_folder=...)``) or a ``torch.save``-d
+    state dict. The keys may carry a wrapper prefix on either side (``module.`` of ``ComposerClassifier``,
+    ``model.`` of ``HuggingFaceModel``, ``_orig_mod.`` of ``torch.compile``): a checkpoint of a
+    ``ComposerClassifier`` loads into the bare network and the other way round. Loads with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the keys or shapes do not match ``module`` (the first mismatching keys are named).
+    """
+    module.load_state_dict(module_weights(module, path), strict=True)
     return module

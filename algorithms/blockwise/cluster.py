@@ -1,0 +1,102 @@
+"""A Dask distributed client for independent tasks: a local cluster by default, or an existing scheduler.
+
+    with open_client(workers=2) as client:                  # a local cluster: 2 worker processes, 1 thread each
+        ...
+    with open_client(address='tcp://10.0.0.1:8786') as client:  # a cluster spanning nodes (see below)
+        ...
+
+Local workers are separate processes (``processes=True``), one task at a time each (``threads_per_worker=1``), so a
+worker killed mid-task takes only its own task down: the scheduler gives that task to another worker (Dask retries a
+task whose worker died up to ``distributed.scheduler.allowed-failures`` times, 3 by default). ``torch_threads`` sets
+``torch.set_num_threads`` in every worker (one core group per worker). With CUDA devices, give each worker its own
+GPU (``gpus=True``: worker ``i`` sees only device ``i``). Local worker ``i`` is named and holds the resource
+``slot<i>``, by which static schedules pin tasks to it (a worker restarted by its nanny keeps both).
+
+**Spanning nodes**: start a scheduler on one node (``dask scheduler``) and on every node, from the repository root,
+one worker per GPU or core group (``CUDA_VISIBLE_DEVICES=0 PYTHONPATH=. dask worker tcp://HOST:8786 --nthreads 1
+--nworkers 1 --resources slot<i>=1``, numbering the workers 0, 1, ... across nodes), then pass
+``address='tcp://HOST:8786'``. Every node needs the same checkout, environment and data paths, and the run folder
+on a shared file system (results are written there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any, Optional
+
+__all__ = ['open_client', 'worker_names', 'worker_address']
+
+log = logging.getLogger(__name__)
+
+
+def _set_torch_threads(n: int) -> int:
+    import torch
+
+    torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def open_client(workers: int = 1, address: Optional[str] = None, torch_threads: Optional[int] = 1,
+                gpus: bool = False, **cluster_kwargs: Any) -> Iterator[Any]:
+    """A ``distributed.Client``: connected to ``address`` if given, else to a new ``LocalCluster`` of ``workers``
+    single-threaded worker processes (closed on exit). ``cluster_kwargs`` go to ``LocalCluster``."""
+    from distributed import Client, LocalCluster
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f'workers: expected an integer >= 1, got {workers!r}')
+    if address is not None:
+        client = Client(address)
+        try:
+            _configure(client, torch_threads)
+            yield client
+        finally:
+            client.close()
+        return
+    env = dict(cluster_kwargs.pop('env', {}) or {})
+    kwargs = dict(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=':0',
+                  silence_logs=logging.WARNING, **cluster_kwargs)
+    with LocalCluster(**kwargs) as cluster:
+        _start_workers(cluster, workers, env, gpus)
+        with Client(cluster) as client:
+            client.wait_for_workers(workers)
+            _configure(client, torch_threads)
+            yield client
+
+
+def _start_workers(cluster: Any, workers: int, env: dict[str, str], gpus: bool) -> None:
+    """Worker ``i`` is named ``slot<i>`` and holds one unit of resource ``slot<i>`` (static schedules pin tasks
+    to it; a worker its nanny restarts after a crash keeps both); with ``gpus``, it sees only CUDA device ``i``."""
+    from distributed import Nanny
+
+    spec = {}
+    for i in range(workers):
+        options = {'nthreads': 1, 'name': f'slot{i}', 'resources': {f'slot{i}': 1},
+                   'env': {**env, **({'CUDA_VISIBLE_DEVICES': str(i)} if gpus else {})}}
+        spec[f'slot{i}'] = {'cls': Nanny, 'options': options}
+    cluster.worker_spec = spec
+    cluster.scale(workers)
+
+
+def _configure(client: Any, torch_threads: Optional[int]) -> None:
+    if torch_threads is not None:
+        client.run(_set_torch_threads, torch_threads)
+        client.register_worker_callbacks(lambda: _set_torch_threads(torch_threads))
+    log.info('dask: %d workers (%s)', len(worker_names(client)), client.scheduler.address)
+
+
+def worker_names(client: Any) -> list[str]:
+    """The addresses of the client's workers, sorted (a fixed order for static schedules)."""
+    return sorted(client.scheduler_info()['workers'])
+
+
+def worker_address() -> Optional[str]:
+    """The address of the Dask worker running the caller, or None outside a worker."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
