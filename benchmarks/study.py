@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.study benchmarks/studies/fashion_mnist.yaml                   # run what is missing
     .venv/bin/python -m benchmarks.study benchmarks/studies/fashion_mnist.yaml --print-commands  # shell lines instead
     .venv/bin/python -m benchmarks.study STUDY.yaml --only kd-kl-2ep [--set train_loader.subset=6000] [--runs-root DIR]
+    .venv/bin/python -m benchmarks.study STUDY.yaml --dask local:4   # or gpus:8, or tcp://HOST:8786 (a Dask cluster)
 
 Every run writes into ``<runs_root>/<run>/`` (``run_dir`` and ``save_folder`` overridden; students' teachers point
 at the study's own teacher checkpoints). A run whose ``summary.json`` says ``finished`` is skipped, and every run is
@@ -15,6 +16,13 @@ skipped, the others go on; the exit status is then 1. Before training, the machi
 ``composer recipes/matryoshka.py -f ...``), grouped in stages: a stage needs the checkpoints of the stages before it,
 and the runs within a stage are independent, so each can go to its own node (``--launcher 'composer -n 8'``).
 Finished runs are printed commented out.
+
+``--dask SPEC`` runs the study in parallel on a Dask cluster (``benchmarks/study_dask.py``): ``local:N`` worker
+processes on this machine, ``gpus:N`` (one worker per GPU) or an existing scheduler ``tcp://HOST:PORT`` whose workers
+may span nodes (``algorithms/blockwise/cluster.py``). Stage by stage, each unfinished run of a stage goes to a worker
+as a subprocess of its printed command (launcher: the worker's Python), output in ``<runs_root>/<run>/driver.log``;
+the next stage starts when the whole stage has ended. Same skipping and failure rules; who ran what, and when, is in
+``<runs_root>/dask_runs.json``.
 """
 
 from __future__ import annotations
@@ -203,14 +211,23 @@ def main(argv: Optional[list[str]] = None, runner: Runner = run_in_process) -> i
     p.add_argument('--only', nargs='+', metavar='NAME', help='only these runs (and the unfinished runs they need)')
     p.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE', help='overrides added to every run')
     p.add_argument('--runs-root', help="replaces the study's runs_root")
-    p.add_argument('--launcher', default='composer', help="command prefix of printed lines (e.g. 'composer -n 8')")
+    p.add_argument('--launcher', default='composer', help="command prefix of printed lines (e.g. 'composer -n 8'); "
+                   "with --dask, of the runs (default there: the worker's Python)")
+    p.add_argument('--dask', metavar='SPEC', help='run stage by stage on Dask: local:N, gpus:N or tcp://HOST:PORT')
     args = p.parse_args(argv)
     try:
+        if args.dask:
+            from benchmarks import study_dask
+            dask = study_dask.parse_dask_spec(args.dask)
         study = load_study(args.study, runs_root=args.runs_root, overrides=parse_set(args.set))
         if args.print_commands:
             sys.stdout.write(print_commands(study, args.only, args.launcher))
             return 0
-        status = run_study(study, args.only, runner)
+        if args.dask:
+            launcher = None if args.launcher == 'composer' else args.launcher
+            status = study_dask.run_study_dask(study, args.only, dask, launcher)
+        else:
+            status = run_study(study, args.only, runner)
     except StudyError as e:
         sys.stderr.write(f'error: {e}\n')
         return 2

@@ -188,11 +188,21 @@ class Blockwise:
         train_stage(recipe_config(self.cfg, {'run_name': f"{self.cfg['run_name']}-teacher", 'run_dir': str(run_dir),
                                              'save_folder': str(run_dir / 'checkpoints'), 'autoresume': True}))
 
+    def ensure_cache(self) -> None:
+        """The images as tensors once, for every task (rebuilt when the data settings changed)."""
+        if self.cache_dir is None:
+            return
+        meta = {'loader': self.loader, 'val_size': self.bw['val_size'], 'train_subset': self.bw['train_subset']}
+        meta_path = self.cache_dir / 'meta.json'
+        if meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
+            return
+        train, val = _datasets({**self.loader, 'augment': False}, self.bw['val_size'], self.bw['train_subset'])
+        cache_tensors(train, self.cache_dir / 'train.pt')
+        cache_tensors(val, self.cache_dir / 'val.pt')
+        meta_path.write_text(json.dumps(meta))
+
     def reference(self) -> None:
-        if self.cache_dir is not None:  # the images as tensors once, for every task
-            train, val = _datasets({**self.loader, 'augment': False}, self.bw['val_size'], self.bw['train_subset'])
-            cache_tensors(train, self.cache_dir / 'train.pt')
-            cache_tensors(val, self.cache_dir / 'val.pt')
+        self.ensure_cache()
         _, val = self.data()
         self._write(REFERENCE_FILE, {'val_accuracy': accuracy(self.teacher(), val, self.device),
                                      'val_size': self.bw['val_size']})
@@ -200,6 +210,7 @@ class Blockwise:
     def blocks(self) -> None:
         from algorithms.profiling.energy import EnergySampler
 
+        self.ensure_cache()
         layers, reference = self.layers(), self._json(REFERENCE_FILE)['val_accuracy']
         sampler = EnergySampler().start() if self.cfg['energy'] else None
         started = time.time()

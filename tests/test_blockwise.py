@@ -227,3 +227,14 @@ def test_a_worker_killed_mid_task_loses_nothing(tmp_path):
             torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)  # same training, wherever it ran
     student = assemble(teacher, layers, {l.conv: build_block('ds2', teacher.get_submodule(l.conv)) for l in layers})
     assert student.eval()(torch.randn(2, *bh.SHAPE)).shape == (2, 4)
+
+
+def test_method_card_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+    readme = Path(__file__).resolve().parents[1] / 'algorithms' / 'blockwise' / 'README.md'
+    blocks = re.findall(r'```python\n(.*?)```', readme.read_text(), flags=re.S)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(readme), 'exec'), {'__name__': 'readme'})

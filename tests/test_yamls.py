@@ -19,7 +19,8 @@ from recipes.models import build_model
 from tests.tiny_data import write_cifar, write_fashion_mnist, write_imagefolder, write_mds
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p for p in (REPO / 'yamls').rglob('*.yaml') if 'matryoshka' not in p.name and 'pruning' not in p.name)
+RECIPES = sorted(p for p in (REPO / 'yamls').rglob('*.yaml')
+                 if 'matryoshka' not in p.name and 'pruning' not in p.name and 'blockwise' not in p.name)
 
 
 @pytest.fixture(scope='module')

@@ -5,11 +5,13 @@ A :class:`BlockTask` is a plain picklable description (it travels to a Dask work
 the data come as picklable callables (module-level functions or ``functools.partial``), so this module knows
 nothing of recipes or datasets. :func:`run_block_task` writes ``<out_dir>/<layer>.pt`` (the block's weights and a
 summary, ``weights_only``-loadable) atomically at the end; a task whose file exists returns its stored summary at
-once, so a rerun after an interruption trains only the blocks that had not finished.
+once (if it was trained with the same block, seed, checkpoint and settings; otherwise it is trained again), so a
+rerun after an interruption trains only the blocks that had not finished.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -103,8 +105,14 @@ def _device(name: Optional[str]) -> torch.device:
 def run_block_task(task: BlockTask) -> dict[str, Any]:
     """Run ``task`` (or return the stored summary of a finished one); returns its summary."""
     path = block_path(task.out_dir, task.key)
+    config = {'block': task.block, 'seed': task.seed, 'checkpoint': str(task.checkpoint),
+              'settings': dataclasses.asdict(task.settings)}
     if path.is_file():
-        return {**load_block(path)[1], 'status': 'finished earlier'}
+        stored = load_block(path)[1]
+        if stored.get('config') == config:
+            return {**stored, 'status': 'finished earlier'}
+        log.warning('%s: the stored block was trained with other settings (%s); training it again', task.key,
+                    stored.get('config'))
     started = time.time()
     torch.manual_seed(task.seed + task.layer.index)
     device = _device(task.device)
@@ -127,7 +135,7 @@ def run_block_task(task: BlockTask) -> dict[str, Any]:
         'device': str(device), 'started': started, 'prefix_params': materialised_parameters(prefix),
         'layer_macs': task.layer.macs, 'layer_params': task.layer.params,
         'block_macs': module_macs(block, task.layer.in_shape), 'block_params': sum(p.numel() for p in block.parameters()),
-        'status': 'trained',
+        'status': 'trained', 'config': config,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
