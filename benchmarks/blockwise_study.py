@@ -5,7 +5,10 @@
 
 Per teacher (a blockwise YAML), the first schedule is the reference: it trains the teacher, runs every task on one
 worker, stores the task times and fine-tunes the student. The other schedules reuse that teacher (same checkpoint)
-and the stored times (bin packing), and only run the tasks (no fine-tuning): their makespans are the measurements.
+and the stored times (bin packing), and only run the tasks (no fine-tuning): their makespans are the measurements. A schedule with ``mode: top_down``
+or ``bottom_up`` is craft distillation instead (serial, one layer after another; its assembled student is
+compared with the parallel one). Several study YAMLs may share a ``runs_root`` (e.g. the craft runs of
+``blockwise_craft_fashion_mnist.yaml`` reuse the main study's teacher); the report reads them all.
 Runs go in the order repeat -> teacher -> schedule, so drift of the machine spreads over all of them. A run whose
 ``blockwise.json`` exists is skipped, and a run resumes where it stopped, so an interrupted study is resumed by
 running the same command again. The study YAML is read with the recipes' loader (``base:``, interpolations).
@@ -50,8 +53,8 @@ def load_study(path: str, runs_root: Optional[str] = None) -> dict[str, Any]:
     if first.get('workers', 1) != 1:
         raise ConfigError('schedules[0]: the reference schedule runs on 1 worker')
     for i, s in enumerate(cfg['schedules']):
-        if set(s) - {'name', 'policy', 'workers'} or 'name' not in s:
-            raise ConfigError(f'schedules[{i}]: expected {{name, policy, workers}}, got {s}')
+        if set(s) - {'name', 'policy', 'workers', 'mode'} or 'name' not in s:
+            raise ConfigError(f'schedules[{i}]: expected {{name, policy, workers[, mode]}}, got {s}')
     return cfg
 
 
@@ -70,6 +73,8 @@ def plan(cfg: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
                 name = run_name(teacher, s['name'], r)
                 over = {**cfg['overrides'], 'run_name': name, 'run_dir': str(root / name),
                         'schedule.policy': s.get('policy', 'work_stealing'), 'schedule.workers': s.get('workers', 1)}
+                if 'mode' in s:  # craft distillation (top_down / bottom_up) instead of parallel tasks
+                    over['blockwise.mode'] = s['mode']
                 if r > 0 or i > 0:  # the reference run's teacher and times; tasks only
                     over.update({'teacher.checkpoint': str(reference / 'teacher' / 'checkpoints' / 'latest-rank0.pt'),
                                  'fine_tune': None})

@@ -246,10 +246,16 @@ class Blockwise:
         torch.manual_seed(self.cfg['seed'])
         train, val = self.data()
         teacher = self.teacher()
+        threads = torch.get_num_threads()
+        if self.sched['torch_threads']:
+            torch.set_num_threads(self.sched['torch_threads'])  # as one worker
         start = time.perf_counter()
         make = lambda layer, conv: build_block(self.bw['block'], conv)  # noqa: E731
-        _, results = craft_sequential(teacher, layers, self.bw['mode'], make, train, self.settings(),
-                                      lambda model: accuracy(model, val, self.device), reference, self.device)
+        try:
+            _, results = craft_sequential(teacher, layers, self.bw['mode'], make, train, self.settings(),
+                                          lambda model: accuracy(model, val, self.device), reference, self.device)
+        finally:
+            torch.set_num_threads(threads)
         summaries = {}
         by_layer = {layer.conv: layer for layer in layers}
         for result in results:

@@ -112,7 +112,8 @@ def load_blockwise(path: str | os.PathLike, overrides: Optional[list[str]] = Non
     if sched['policy'] == 'bin_packing' and sched['times'] is None:
         raise ConfigError('schedule.times: bin_packing needs the task times of an earlier run '
                           '(<run_dir>/task_times.json); set schedule.times')
-    for key, where in ((sched['times'], 'schedule.times'), (cfg['teacher']['checkpoint'], 'teacher.checkpoint')):
+    for key, where in ((cfg['teacher']['recipe'], 'teacher.recipe'), (sched['times'], 'schedule.times'),
+                       (cfg['teacher']['checkpoint'], 'teacher.checkpoint')):
         if key is not None and not Path(key).is_file():
             raise ConfigError(f'{where}: file not found: {key}')
     if cfg['teacher']['checkpoint'] is not None:

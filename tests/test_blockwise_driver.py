@@ -38,7 +38,7 @@ def tiny_yaml(tmp_path: Path, data: Path, base: Path, **sections) -> Path:
         'fine_tune': {'overrides': {'max_duration': '2ba'}},
     }
     for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+        cfg[key] = {**(cfg.get(key) or {}), **value} if isinstance(value, dict) else value
     path = tmp_path / 'tiny.yaml'
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -69,7 +69,7 @@ def test_every_blockwise_yaml_validates_and_finds_its_layers(path, tmp_path, mon
     ('schedule.workers=2', "schedule.workers: the 'serial' policy runs in the driver's process; got 2"),
     ('schedule.policy=bin_packing', 'schedule.times: bin_packing needs the task times of an earlier run'),
     ('teacher.checkpoint=/nowhere.pt', 'teacher.checkpoint: file not found: /nowhere.pt'),
-    ('teacher.recipe=/nowhere.yaml', '-f: YAML file not found: /nowhere.yaml'),
+    ('teacher.recipe=/nowhere.yaml', 'teacher.recipe: file not found: /nowhere.yaml'),
     ('blockwise.mode=top_down', None),  # valid with the serial policy
 ])
 def test_bad_input_is_one_line_before_anything_runs(override, message, tmp_path, fmnist_root, capsys):
@@ -137,3 +137,15 @@ def test_tiny_run_end_to_end_resumes_and_keeps_finished_blocks(tmp_path, fmnist_
     assert isinstance(student.get_submodule('layer3.0.conv2'), torch.nn.Conv2d)
     assert isinstance(student.get_submodule('layer3.0.bn2'), torch.nn.BatchNorm2d)
     assert not isinstance(student.get_submodule('layer3.0.conv1'), torch.nn.Conv2d)
+
+
+def test_craft_mode_from_yaml(tmp_path, fmnist_root):
+    path = tiny_yaml(tmp_path, fmnist_root, REPO / 'yamls/fashion_mnist/blockwise_resnet8.yaml',
+                     blockwise={'mode': 'top_down'}, fine_tune=None)
+    assert blockwise.main(['-f', str(path)]) == 0
+    run = tmp_path / 'run'
+    tasks = json.loads((run / 'tasks.json').read_text())
+    assert tasks['mode'] == 'top_down' and list(tasks['tasks'])[0] == 'layer3.0.conv2'  # output side first
+    report = json.loads((run / 'blockwise.json').read_text())
+    assert 'student' not in report['models'] and not (run / 'fine_tune').exists()
+    assert report['models']['assembled']['macs'] < report['models']['teacher']['macs']

@@ -44,6 +44,7 @@ def test_report_numbers_by_hand():
     cells = [c.strip() for c in ws.split('|')[1:-1]]
     assert cells[1:7] == ['2', '52.0', '3.0', '1.92', '0.96', 'met']  # 100/52, /2
     assert cells[7] == '50.0'  # lower bound max(100/2, 40)
+    assert cells[10:] == ['100.0', '1.00', '0.96']  # same task times as 1 worker; busy 100 / (2 x 52)
     rr = next(l for l in text.splitlines() if l.startswith('| round_robin (rr2)'))
     assert '| 1.67 | 0.83 | not met |' in rr
     # greenup = E_serial / E_parallel = 1000/800; powerup = speedup / greenup = 1.923 / 1.25
