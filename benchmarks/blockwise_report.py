@@ -77,6 +77,36 @@ def _teachers(records: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _findings(ref: dict[str, Any], runs: dict[str, dict[str, Any]], serial: float) -> list[str]:
+    """The teacher's findings in words, from the numbers of its runs."""
+    t, st = ref['models']['teacher'], ref['models'].get('student') or ref['models']['assembled']
+    rows = [r for r in ref['layers'] if r['seconds'] is not None]
+    rejected = [r['layer'] for r in rows if not r['kept']]
+    out = [f"- Student {st['test_accuracy']:.2f}% vs teacher {t['test_accuracy']:.2f}% on the test set "
+           f"({st['test_accuracy'] - t['test_accuracy']:+.2f} points) with {100 * (1 - st['params'] / t['params']):.1f}% "
+           f"fewer parameters and {100 * (1 - st['macs'] / t['macs']):.1f}% fewer MACs; {len(rows) - len(rejected)} of "
+           f"{len(rows)} tasks' blocks kept" + (f" (the teacher's layer stays at {', '.join(rejected)})." if rejected
+                                                 else '.')]
+    parallel = {k: r for k, r in runs.items() if r['schedule']['workers'] > 1}
+    if parallel:
+        best = max(parallel, key=lambda k: serial / parallel[k]['schedule']['makespan_s'])
+        run = parallel[best]
+        n = run['schedule']['workers']
+        eff = serial / run['schedule']['makespan_s'] / n
+        busy = sum(v['seconds'] for v in run['tasks'].values())
+        slow = busy / sum(v['seconds'] for v in ref['tasks'].values())
+        share = busy / (n * run['schedule']['makespan_s'])
+        out.append(f"- With {n} workers the best schedule was {run['schedule']['policy']}: efficiency {eff:.2f}, "
+                   f"goal (>= {GOAL_EFFICIENCY:.2f}) {'met' if eff >= GOAL_EFFICIENCY else 'not met'}. Each task ran "
+                   f"{slow:.2f}x slower beside another than alone (the two cores share the machine), and the schedule "
+                   f"kept the workers busy {100 * share:.0f}% of the makespan.")
+    diffs = [r.get('blocks_max_abs_difference_vs_w1') for r in parallel.values()]
+    if diffs and all(d == 0 for d in diffs):
+        out.append('- Every schedule produced bit-identical blocks: adding workers changed where tasks ran, not what '
+                   'they learned.')
+    return out
+
+
 def _models_table(run: dict[str, Any]) -> list[str]:
     t = run['models']['teacher']
     lines = ['| model | test accuracy (%) | params | MACs per image |', '|---|---:|---:|---:|']
@@ -122,7 +152,8 @@ def render(records: dict[str, Any], command: str = '') -> str:
             continue
         times = {k: v['seconds'] for k, v in ref['tasks'].items()}
         serial = ref['schedule']['makespan_s']
-        lines += [f'## {teacher}', '', '### Teacher and student (the 1-worker run, fine-tuned)', '',
+        lines += [f'## {teacher}', '', *_findings(ref, runs, serial), '',
+                  '### Teacher and student (the 1-worker run, fine-tuned)', '',
                   *_models_table(ref), '', *_layers_table(ref), '',
                   '### Measured makespans', '',
                   '| schedule | workers | makespan s | start-up s | speedup | efficiency | goal (>= 0.90) | '
@@ -157,14 +188,13 @@ def render(records: dict[str, Any], command: str = '') -> str:
                                       for p in ('round_robin', 'bin_packing', 'work_stealing')) + ' |')
         if craft:
             lines += ['', '### Craft distillation (sequential) against the parallel blocks, before fine-tuning', '',
-                      '| run | order | layers replaced | assembled test accuracy (%) | params | MACs | tasks s |',
-                      '|---|---|---:|---:|---:|---:|---:|']
+                      '| run | order | layers replaced | assembled test accuracy (%) | params | MACs |',
+                      '|---|---|---:|---:|---:|---:|']
             for name, run in {'w1': ref, **craft}.items():
                 a = run['models']['assembled']
                 kept = sum(r['kept'] for r in run['layers'])
                 lines.append(f"| {name} | {run['schedule'].get('mode', 'parallel')} | {kept} of {len(run['layers'])} | "
-                             f"{a['test_accuracy']:.2f} | {a['params']:,} | {a['macs']:,} | "
-                             f"{run['schedule']['makespan_s']:.0f} |")
+                             f"{a['test_accuracy']:.2f} | {a['params']:,} | {a['macs']:,} |")
         energy = ref.get('energy') or {}
         unavailable = [f"{k}: {v.get('reason')}" for k, v in energy.items()
                        if isinstance(v, dict) and v.get('available') is False]
