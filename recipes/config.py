@@ -90,40 +90,8 @@ def check_keys(key: str, section: dict, allowed: Any) -> None:
             raise ConfigError(f"unknown key '{where}'; allowed: {', '.join(sorted(allowed))}")
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read ``path``, merge dotted ``key=value`` overrides on top, resolve interpolations and fill top-level defaults.
-
-    A YAML may start with ``base: other.yaml`` (a path relative to it): it is then merged over that file, so a
-    variant recipe states only what it changes.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f'-f: YAML file not found: {path}')
-    try:
-        cfg = _load_with_base(path, seen=())
-        if overrides:
-            bad = [o for o in overrides if '=' not in o]
-            if bad:
-                raise ConfigError(f"override {bad[0]!r}: expected dotted.key=value")
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as e:
-        raise ConfigError(f'{path}: {str(e).splitlines()[0]}') from None
-    check_keys('', cfg, TOP_LEVEL)
-    for key, (_, default) in TOP_LEVEL.items():
-        if key not in cfg:
-            if default is REQUIRED:
-                raise ConfigError(f"missing required key '{key}'")
-            cfg[key] = default
-    try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as e:
-        raise ConfigError(f'{path}: cannot resolve interpolation: {str(e).splitlines()[0]}') from None
-    return resolved  # type: ignore[return-value]
-
-
-def load_mapping(path: str | os.PathLike, overrides: list[str] | None = None, key: str = '-f') -> dict[str, Any]:
-    """A YAML of any schema read with the recipes' rules (``base:``, dotted ``key=value`` overrides, interpolations
-    resolved) as a plain dict; drivers with their own schema (the blockwise trainer) validate it themselves."""
+def _merged(path: str | os.PathLike, overrides: list[str] | None, key: str = '-f') -> tuple[Path, DictConfig]:
+    """``path`` read with its ``base:`` chain, dotted ``key=value`` overrides merged on top (not yet resolved)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f'{key}: YAML file not found: {path}')
@@ -133,10 +101,39 @@ def load_mapping(path: str | os.PathLike, overrides: list[str] | None = None, ke
             bad = [o for o in overrides if '=' not in o]
             if bad:
                 raise ConfigError(f"override {bad[0]!r}: expected dotted.key=value")
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))  # type: ignore[assignment]
     except OmegaConfBaseException as e:
         raise ConfigError(f'{path}: {str(e).splitlines()[0]}') from None
+    return path, cfg
+
+
+def _resolved(path: Path, cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f'{path}: cannot resolve interpolation: {str(e).splitlines()[0]}') from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read ``path``, merge dotted ``key=value`` overrides on top, resolve interpolations and fill top-level defaults.
+
+    A YAML may start with ``base: other.yaml`` (a path relative to it): it is then merged over that file, so a
+    variant recipe states only what it changes.
+    """
+    path, cfg = _merged(path, overrides)
+    check_keys('', cfg, TOP_LEVEL)
+    for key, (_, default) in TOP_LEVEL.items():
+        if key not in cfg:
+            if default is REQUIRED:
+                raise ConfigError(f"missing required key '{key}'")
+            cfg[key] = default
+    return _resolved(path, cfg)
+
+
+def load_mapping(path: str | os.PathLike, overrides: list[str] | None = None, key: str = '-f') -> dict[str, Any]:
+    """A YAML of any schema read with the recipes' rules (``base:``, dotted ``key=value`` overrides, interpolations
+    resolved) as a plain dict; drivers with their own schema (the blockwise trainer) validate it themselves."""
+    return _resolved(*_merged(path, overrides, key))
 
 
 def load_yaml(path: Path) -> Any:

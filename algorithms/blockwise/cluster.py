@@ -16,7 +16,9 @@ GPU (``gpus=True``: worker ``i`` sees only device ``i``). Local worker ``i`` is 
 one worker per GPU or core group (``CUDA_VISIBLE_DEVICES=0 PYTHONPATH=. dask worker tcp://HOST:8786 --nthreads 1
 --nworkers 1 --resources slot<i>=1``, numbering the workers 0, 1, ... across nodes), then pass
 ``address='tcp://HOST:8786'``. Every node needs the same checkout, environment and data paths, and the run folder
-on a shared file system (results are written there).
+on a shared file system (results are written there). Workers started that way get Dask's default
+``MALLOC_TRIM_THRESHOLD_`` of 64 KiB, which made a block task 2.3x slower here (see :func:`_spawn_environ`); drop it
+from ``distributed.nanny.pre-spawn-environ`` in the Dask configuration of those nodes.
 """
 
 from __future__ import annotations
