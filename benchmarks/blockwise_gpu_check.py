@@ -84,8 +84,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.save(teacher.state_dict(), ckpt)
         full_params = sum(p.numel() for p in teacher.parameters())
         full_peak = step_memory(lambda: teacher.train()(train[0][0]).sum().backward(), device)
-        del teacher
-        torch.cuda.empty_cache() if device.type == 'cuda' else None
+        teacher.cpu()  # off the GPU: the task builds its own prefix
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
         task = bw.BlockTask(layer=layer, block='ds2', settings=bw.LocalTrainingSettings(epochs=args.epochs, check_every=1),
                             build_teacher=vgg.vgg16, checkpoint=str(ckpt), input_shape=(3, 32, 32),
                             data=functools.partial(data_factory, train, val), out_dir=tmp, reference=100.0,
@@ -125,9 +126,9 @@ def main(argv: Optional[list[str]] = None) -> int:
              f"({100 * summary['prefix_params'] / full_params:.1f}%) |",
              f"| GPU memory one step adds (batch {args.batch}): prefix + block / whole teacher (weights, "
              f"activations, gradients) | {task_peak or float('nan'):.0f} / {full_peak or float('nan'):.0f} MiB |",
-             f"| GPU energy over the task | " + (f"{g['joules']:.0f} J, mean {g['mean_watts']:.0f} W ({g['method']})"
+             "| GPU energy over the task | " + (f"{g['joules']:.0f} J, mean {g['mean_watts']:.0f} W ({g['method']})"
                                              if g.get('available') else f"unavailable: {g['reason']}") + ' |',
-             f"| CPU package energy | " + (f"{power['cpu_package']['joules']:.0f} J" if power['cpu_package'].get('available')
+             "| CPU package energy | " + (f"{power['cpu_package']['joules']:.0f} J" if power['cpu_package'].get('available')
                                           else f"unavailable: {power['cpu_package']['reason']}") + ' |',
              f"| spliced checks (epoch, accuracy %) | {summary['checks']} |"]
     text = '\n'.join(lines) + '\n\n```json\n' + json.dumps(result, indent=1, default=str) + '\n```\n'

@@ -13,6 +13,8 @@ Stages (each skipped when its result exists, so running the same command again r
    or the cluster at ``schedule.address``; a finished block is a file in ``<run_dir>/blocks`` and is never trained
    again. ``top_down``/``bottom_up``: craft distillation, one layer after another in this process. The stage's
    makespan, per-task times (``task_times.json``, for a later bin-packing run) and energy go to ``tasks.json``.
+   The stage counts as done once ``tasks.json`` exists: after changing ``blockwise`` settings, use a new
+   ``run_dir`` or delete ``tasks.json`` (a stored block trained with other settings is then trained again).
 4. ``fine_tune``: the accepted blocks spliced into the teacher, ``fine_tune.freeze`` frozen (the seed froze 1x1
    convs and the classifier for ResNet), trained with the teacher's recipe plus ``fine_tune.overrides``
    (Composer Trainer, autoresume) into ``<run_dir>/fine_tune``.
