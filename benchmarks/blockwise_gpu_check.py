@@ -18,20 +18,12 @@ import json
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from benchmarks.standalone import REPO, load
-
-
-def _bare_package(name: str) -> None:
-    """Register package ``name`` without running its ``__init__`` (its submodules still import)."""
-    module = types.ModuleType(name)
-    module.__path__ = [str(REPO / name.replace('.', '/'))]  # type: ignore[attr-defined]
-    sys.modules.setdefault(name, module)
+from benchmarks.standalone import bare_package, emit, load
 
 
 def synthetic(teacher: torch.nn.Module, n: int, batch: int, device: torch.device, seed: int = 0):
@@ -68,7 +60,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--val', type=int, default=5000)
     p.add_argument('--out')
     args = p.parse_args(argv)
-    _bare_package('algorithms.distillation')
+    bare_package('algorithms.distillation')
     from algorithms import blockwise as bw  # noqa: E402
 
     vgg = load('recipes/architectures/vgg.py')
@@ -132,10 +124,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                           else f"unavailable: {power['cpu_package']['reason']}") + ' |',
              f"| spliced checks (epoch, accuracy %) | {summary['checks']} |"]
     text = '\n'.join(lines) + '\n\n```json\n' + json.dumps(result, indent=1, default=str) + '\n```\n'
-    sys.stdout.write(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    emit(text, args.out)
     return 0
 
 

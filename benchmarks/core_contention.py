@@ -18,8 +18,9 @@ import multiprocessing as mp
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Optional
+
+from benchmarks.standalone import emit
 
 
 def _worker(seconds: float, start_at: float, queue: 'mp.Queue', workload: str = 'step') -> None:
@@ -107,10 +108,7 @@ def main(argv: Optional[list[str]] = None) -> int:
              f'exceed an efficiency of about {1 / ratio:.2f} on this machine for this kind of work.', '']
     text = '\n'.join(lines) + '\n```json\n' + json.dumps({'alone': alone, 'side_by_side': side, 'ratio': ratio,
                                                        'machine': info}, indent=1) + '\n```\n'
-    sys.stdout.write(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    emit(text, args.out)
     return 0
 
 

@@ -19,13 +19,12 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.standalone import load
+from benchmarks.standalone import emit, load
 
 def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[int], None]]:
     """The three step functions, sharing one student, teacher and batch pool."""
@@ -128,10 +127,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         lines.append(f"| {kind} | {1000 * m:.2f} | {', '.join(f'{1000 * t:.2f}' for t in times[kind])} | "
                      f"{m / med['ce']:.2f}x | {m / med['kd']:.2f}x |")
     text = '\n'.join(lines) + '\n'
-    sys.stdout.write(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    emit(text, args.out)
     return 0
 
 

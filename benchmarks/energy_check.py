@@ -13,12 +13,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from benchmarks.standalone import load
+from benchmarks.standalone import emit, load
 
 
 def phase(energy: Any, seconds: float, work: bool) -> dict[str, Any]:
@@ -64,10 +63,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         util_text = f"{util['mean_percent']:.1f}" if util.get('available') else 'unavailable'
         lines.append(f"| {name} | {s['seconds']:.1f} | {gpu_text} | {cpu_text} | {util_text} | {s['tflops']:.0f} |")
     text = '\n'.join(lines) + '\n\n```json\n' + json.dumps(result, indent=1, default=str) + '\n```\n'
-    sys.stdout.write(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    emit(text, args.out)
     return 0
 
 

@@ -144,9 +144,10 @@ def selected_runs(study: Study, only: Optional[list[str]] = None) -> list[StudyR
     return [r for stage in stages(study, names) for r in stage]
 
 
-def run_study(study: Study, only: Optional[list[str]] = None, runner: Runner = run_in_process) -> dict[str, str]:
-    """Train the study's unfinished runs, teachers first; returns ``{name: 'finished earlier' | 'trained' |
-    'failed' | 'blocked'}`` (blocked: a teacher failed)."""
+def pending_runs(study: Study, only: Optional[list[str]] = None
+                 ) -> tuple[list[StudyRun], list[StudyRun], dict[str, str]]:
+    """``(selected runs, the unfinished ones, {name: 'finished earlier'} for the others)``; the machine is recorded
+    when something is left to run."""
     runs = selected_runs(study, only)
     status: dict[str, str] = {}
     todo = [r for r in runs if not run_finished(study, r)]
@@ -156,6 +157,13 @@ def run_study(study: Study, only: Optional[list[str]] = None, runner: Runner = r
             log.info('%s: finished earlier, skipped', r.name)
     if todo:
         record_machine(study.runs_root, [r.name for r in todo])
+    return runs, todo, status
+
+
+def run_study(study: Study, only: Optional[list[str]] = None, runner: Runner = run_in_process) -> dict[str, str]:
+    """Train the study's unfinished runs, teachers first; returns ``{name: 'finished earlier' | 'trained' |
+    'failed' | 'blocked'}`` (blocked: a teacher failed)."""
+    _, todo, status = pending_runs(study, only)
     for i, r in enumerate(todo, 1):
         bad = [t for t in r.teachers if status.get(t) in ('failed', 'blocked')]
         if bad:

@@ -116,19 +116,12 @@ def run_study_dask(study: Study, only: Optional[list[str]], spec: DaskSpec,
                    launcher: Optional[str] = None) -> dict[str, str]:
     """:func:`benchmarks.study.run_study` on a Dask cluster, stage by stage; returns the same status dict."""
     from algorithms.blockwise.cluster import open_client, worker_names
-    from benchmarks.study import record_machine, run_finished, selected_runs
+    from benchmarks.study import pending_runs
     from benchmarks.study_spec import stages
 
     study = _anchored(study)
-    runs = selected_runs(study, only)
-    status: dict[str, str] = {}
-    todo = [r for r in runs if not run_finished(study, r)]
-    for r in runs:
-        if r not in todo:
-            status[r.name] = 'finished earlier'
-            log.info('%s: finished earlier, skipped', r.name)
+    runs, todo, status = pending_runs(study, only)
     if todo:
-        record_machine(study.runs_root, [r.name for r in todo])
         todo_names = {r.name for r in todo}
         groups = [g for g in ([r for r in s if r.name in todo_names] for s in stages(study, [r.name for r in runs]))
                   if g]

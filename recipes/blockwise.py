@@ -271,9 +271,9 @@ class Blockwise:
             torch.save({'state_dict': result.state_dict, 'summary': summaries[layer.conv]}, path)
         return RunOutcome(summaries, time.perf_counter() - start, 0.0)
 
-    def student(self) -> torch.nn.Module:
-        """The teacher with every accepted block spliced in."""
-        teacher = self.teacher()
+    def student(self, teacher: Optional[torch.nn.Module] = None) -> torch.nn.Module:
+        """The teacher (loaded unless given; left unchanged) with every accepted block spliced in."""
+        teacher = teacher if teacher is not None else self.teacher()
         layers = self.layers()
         blocks = {}
         for layer in layers:

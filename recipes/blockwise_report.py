@@ -56,7 +56,8 @@ def _test_loader(bw: Any) -> DataLoader:
 
 def write_report(bw: Any) -> dict[str, Any]:
     """Measure and write the report of ``bw`` (a :class:`recipes.blockwise.Blockwise` whose blocks exist)."""
-    teacher, assembled = bw.teacher(), bw.student()
+    teacher = bw.teacher()
+    assembled = bw.student(teacher)
     test = _test_loader(bw)
     shape = bw.input_shape
     models = {

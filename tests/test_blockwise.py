@@ -197,7 +197,7 @@ def test_static_schedules_pin_tasks_to_their_workers():
     assert out.assignment == [['0', '2', '4'], ['1', '3']]
     assert {k: v for k, v in out.results.items()} == {'0': 'slot0', '2': 'slot0', '4': 'slot0',
                                                       '1': 'slot1', '3': 'slot1'}
-    times = {'0': 1.0, '1': 5.0, '2': 2.0, '3': 2.0, '4': 1.5}  # WFD: 1->w0, 2->w1, 3->w1, 4->w1, 0->w0? see below
+    times = {'0': 1.0, '1': 5.0, '2': 2.0, '3': 2.0, '4': 1.5}
     out = run_tasks(tasks, bh.worker_name, str, ScheduleSettings(policy='bin_packing', workers=2, times=times))
     # by hand: 1(5)->w0; 2(2)->w1 [0,2]; 3(2)->w1 [5,4]; 4(1.5)->w1 [5,5.5]; 0(1)->w0 [6,5.5]
     assert out.assignment == [['1', '0'], ['2', '3', '4']]
