@@ -6,7 +6,8 @@
     .venv/bin/python -m benchmarks.study STUDY.yaml --dask local:4   # or gpus:8, or tcp://HOST:8786 (a Dask cluster)
 
 Every run writes into ``<runs_root>/<run>/`` (``run_dir`` and ``save_folder`` overridden; students' teachers point
-at the study's own teacher checkpoints). A run whose ``summary.json`` says ``finished`` is skipped, and every run is
+at the study's own teacher checkpoints). A study with ``seeds: [0, 1, 2]`` runs every run once per seed, interleaved
+(seed 0 of every run, then seed 1, ...), under ``<runs_root>/seed<s>/<run>/`` (``Study.replicas``). A run whose ``summary.json`` says ``finished`` is skipped, and every run is
 started with ``autoresume=true``, so an interrupted study is resumed by running the same command again. ``--only``
 runs the named runs plus the unfinished runs they learn from. A run that fails is logged, the runs that need it are
 skipped, the others go on; the exit status is then 1. Before training, the machine is appended to
@@ -36,6 +37,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Optional
 
+
 from omegaconf import OmegaConf
 
 from benchmarks.records import MACHINE_FILE, MANIFEST_FILE, is_finished
@@ -55,8 +57,19 @@ def resolve_yaml(path: str) -> Path:
     return p if p.is_file() or p.is_absolute() else REPO / p
 
 
+def _spec(run: StudyRun) -> dict[str, Any]:
+    """A Matryoshka entry's spec, read as the driver reads it (``base:`` followed); unresolvable -> StudyError."""
+    from recipes.config import merge_yaml
+    from recipes.errors import ConfigError
+    try:
+        _, cfg = merge_yaml(resolve_yaml(run.recipe), None, key=f'runs ({run.name}).spec')
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
+    return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+
+
 def _spec_pool(run: StudyRun) -> list[dict[str, Any]]:
-    spec = OmegaConf.to_container(OmegaConf.load(resolve_yaml(run.recipe)), resolve=False)
+    spec = _spec(run)
     pool = spec.get('pool') if isinstance(spec, dict) else None
     if not isinstance(pool, list):
         raise StudyError(f'runs ({run.name}).spec: {run.recipe} has no pool list')
@@ -103,7 +116,7 @@ def run_finished(study: Study, run: StudyRun) -> bool:
         return is_finished(folder)
     if not (folder / MANIFEST_FILE).is_file():
         return False
-    spec = OmegaConf.load(resolve_yaml(run.recipe))
+    spec = _spec(run)
     generations = run.generations or int(spec.get('generations', 1))
     members = len(run.teachers) or len(_spec_pool(run))
     return all(is_finished(folder / f'g{g}' / f'm{i}') for g in range(1, generations + 1) for i in range(members))
@@ -229,13 +242,16 @@ def main(argv: Optional[list[str]] = None, runner: Runner = run_in_process) -> i
             dask = study_dask.parse_dask_spec(args.dask)
         study = load_study(args.study, runs_root=args.runs_root, overrides=parse_set(args.set))
         if args.print_commands:
-            sys.stdout.write(print_commands(study, args.only, args.launcher))
+            sys.stdout.write(''.join(print_commands(r, args.only, args.launcher) for r in study.replicas()))
             return 0
-        if args.dask:
-            launcher = None if args.launcher == 'composer' else args.launcher
-            status = study_dask.run_study_dask(study, args.only, dask, launcher)
-        else:
-            status = run_study(study, args.only, runner)
+        status = {}
+        for replica in study.replicas():  # seed 0 of every run, then seed 1, ...
+            if args.dask:
+                launcher = None if args.launcher == 'composer' else args.launcher
+                done = study_dask.run_study_dask(replica, args.only, dask, launcher)
+            else:
+                done = run_study(replica, args.only, runner)
+            status.update({f'{replica.runs_root}/{name}': v for name, v in done.items()})
     except StudyError as e:
         sys.stderr.write(f'error: {e}\n')
         return 2

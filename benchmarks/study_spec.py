@@ -24,8 +24,10 @@ A study YAML (``benchmarks/studies/*.yaml``; OmegaConf, so ``${name}`` interpola
         overrides: {max_duration: 5ep}   # applied to every student
         tags: [matryoshka]
 
-A YAML may start with ``base: other_study.yaml`` and change only some top-level keys (``overrides`` are merged,
-everything else replaced): a smaller study for a quick check is a few lines. Tags tell the report which tables a run
+A YAML is read with the recipes' loader (:func:`recipes.config.load_mapping`): it may start with
+``base: other_study.yaml`` and is then merged over it (mappings such as ``overrides`` merged key by key, lists such as
+``runs`` replaced): a smaller study for a quick check is a few lines. ``seeds: [0, 1, 2]`` repeats every run with
+each seed (:meth:`Study.replicas`); the report then gives means with 95% intervals. Tags tell the report which tables a run
 belongs to (:data:`TAGS`).
 """
 
@@ -33,14 +35,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
 from algorithms.callbacks.run_record import LATEST_CHECKPOINT as CHECKPOINT
+from recipes.config import load_mapping
+from recipes.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ('train', 'matryoshka')
@@ -53,9 +54,14 @@ TAGS = {
     'pool': 'a teacher pool mode, or the single-teacher reference (pool table)',
     'matryoshka': 'Matryoshka generations',
 }
-STUDY_KEYS = ('name', 'runs_root', 'baseline', 'metric', 'overrides', 'runs', 'description')
+STUDY_KEYS = ('name', 'runs_root', 'baseline', 'metric', 'overrides', 'runs', 'description', 'seeds')
 RUN_KEYS = ('name', 'kind', 'recipe', 'spec', 'overrides', 'teachers', 'tags', 'generations', 'description')
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
+
+
+def seed_root(runs_root: str, seed: int) -> str:
+    """Where the runs of seed ``seed`` live: ``<runs_root>/seed<seed>``."""
+    return f'{runs_root.rstrip("/")}/seed{seed}'
 
 
 class StudyError(ValueError):
@@ -87,6 +93,18 @@ class Study:
     overrides: dict[str, Any] = field(default_factory=dict)
     path: Optional[Path] = None
     description: str = ''  # free text shown in the report (e.g. the conditions the runs ran under)
+    seeds: list[int] = field(default_factory=list)  # repeats; empty: one pass with the recipes' own seeds
+    seed: Optional[int] = None  # set on one replica (see replicas())
+
+    def replicas(self) -> list['Study']:
+        """One study per seed, in the order to run them: seed 0 of every run, then seed 1, ... (so that drift of the
+        machine spreads over every configuration). Replica ``s`` writes under ``<runs_root>/seed<s>/``, names its
+        runs ``<name>-s<s>-<run>`` and sets ``seed=s`` on every run; its students learn from its own teachers.
+        Without ``seeds``, the study itself."""
+        if not self.seeds:
+            return [self]
+        return [replace(self, name=f'{self.name}-s{s}', runs_root=seed_root(self.runs_root, s), seeds=[], seed=s,
+                        overrides={**self.overrides, 'seed': s}) for s in self.seeds]
 
     def run(self, name: str) -> StudyRun:
         for r in self.runs:
@@ -104,29 +122,6 @@ class Study:
 
     def run_name(self, name: str) -> str:
         return f'{self.name}-{name}'
-
-
-def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
-    if not path.is_file():
-        raise StudyError(f'study YAML not found: {path}')
-    try:
-        cfg = OmegaConf.load(path)
-    except OmegaConfBaseException as e:
-        raise StudyError(f'{path}: {str(e).splitlines()[0]}') from None
-    if not isinstance(cfg, DictConfig):
-        raise StudyError(f'{path}: expected a mapping at the top level')
-    if 'base' not in cfg:
-        return cfg
-    base = (path.parent / str(cfg.pop('base'))).resolve()
-    if base in seen:
-        raise StudyError(f'{path}: base: circular reference to {base}')
-    merged = _load_yaml(base, (*seen, path.resolve()))
-    for key in cfg:
-        if key == 'overrides' and 'overrides' in merged:
-            merged['overrides'] = OmegaConf.merge(merged['overrides'], cfg['overrides'])
-        else:
-            merged[key] = cfg[key]
-    return merged
 
 
 def _expect(key: str, value: Any, types: tuple[type, ...], what: str) -> None:
@@ -178,16 +173,19 @@ def load_study(path: str | os.PathLike, runs_root: Optional[str] = None,
     """Read and check a study YAML; ``runs_root`` replaces the YAML's, ``overrides`` are added to its common ones."""
     path = Path(path)
     try:
-        data = OmegaConf.to_container(_load_yaml(path), resolve=True)
-    except OmegaConfBaseException as e:
-        raise StudyError(f'{path}: {str(e).splitlines()[0]}') from None
-    assert isinstance(data, dict)
+        data = load_mapping(path, key='study')
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
     for key in data:
         if key not in STUDY_KEYS:
             raise StudyError(f"unknown key '{key}'; allowed: {', '.join(STUDY_KEYS)}")
     for key in ('name', 'baseline'):
         _expect(key, data.get(key), (str,), 'a string')
     _expect('runs', data.get('runs'), (list,), 'a list of runs')
+    seeds = data.get('seeds') or []
+    _expect('seeds', seeds, (list,), 'a list of distinct ints')
+    if len(set(seeds)) != len(seeds) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+        raise StudyError(f'seeds: expected a list of distinct ints, got {seeds!r}')
     common = data.get('overrides') or {}
     _expect('overrides', common, (dict,), 'a mapping of dotted keys to values')
     runs = [_parse_run(i, entry) for i, entry in enumerate(data['runs'])]
@@ -195,6 +193,7 @@ def load_study(path: str | os.PathLike, runs_root: Optional[str] = None,
         name=data['name'], runs_root=runs_root or data.get('runs_root') or f"runs/study-{data['name']}",
         baseline=data['baseline'], runs=runs, metric=data.get('metric', 'eval/MulticlassAccuracy'),
         overrides={**common, **(overrides or {})}, path=path, description=str(data.get('description') or ''),
+        seeds=list(seeds),
     )
     check_study(study)
     return study

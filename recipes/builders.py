@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from composer import Trainer
 from composer.core import Callback
@@ -143,16 +144,26 @@ def check_sample_indices(cfg: dict[str, Any], algorithms: list[Any]) -> None:
         raise ConfigError('eval_loader.indices: evaluation takes (x, y) batches; remove it')
 
 
+def data_device(device: str | None) -> torch.device:
+    """Where in-memory data lives: this rank's GPU when training on one (``device: gpu``, or unset with CUDA
+    available, as Composer chooses), else the CPU."""
+    if device == 'gpu' or (device is None and torch.cuda.is_available()):
+        return torch.device('cuda', dist.get_local_rank())
+    return torch.device('cpu')
+
+
 def launch(run: PreparedRun) -> Trainer:
     """Write ``<run_dir>/config.yaml``, build the dataloaders and the Trainer (which resumes if asked to)."""
     cfg = run.cfg
     if dist.get_global_rank() == 0:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
-    world = dist.get_world_size()
-    train_dl = build_dataloader(cfg['train_loader'], cfg['global_train_batch_size'] // world)
+    world, device = dist.get_world_size(), data_device(cfg['device'])
+    train_dl = build_dataloader(cfg['train_loader'], cfg['global_train_batch_size'] // world, 'train_loader',
+                                seed=cfg['seed'], device=device)
     eval_dl = None
     if cfg['eval_loader'] is not None:
-        eval_dl = build_dataloader(cfg['eval_loader'], cfg['global_eval_batch_size'] // world)
+        eval_dl = build_dataloader(cfg['eval_loader'], cfg['global_eval_batch_size'] // world, 'eval_loader',
+                                   seed=cfg['seed'], device=device)
     use_weights_only_checkpoint_loading()
     return Trainer(train_dataloader=train_dl, eval_dataloader=eval_dl, **run.trainer_kwargs)

@@ -90,7 +90,7 @@ def check_keys(key: str, section: dict, allowed: Any) -> None:
             raise ConfigError(f"unknown key '{where}'; allowed: {', '.join(sorted(allowed))}")
 
 
-def _merged(path: str | os.PathLike, overrides: list[str] | None, key: str = '-f') -> tuple[Path, DictConfig]:
+def merge_yaml(path: str | os.PathLike, overrides: list[str] | None, key: str = '-f') -> tuple[Path, DictConfig]:
     """``path`` read with its ``base:`` chain, dotted ``key=value`` overrides merged on top (not yet resolved)."""
     path = Path(path)
     if not path.is_file():
@@ -107,7 +107,7 @@ def _merged(path: str | os.PathLike, overrides: list[str] | None, key: str = '-f
     return path, cfg
 
 
-def _resolved(path: Path, cfg: DictConfig) -> dict[str, Any]:
+def resolve_merged(path: Path, cfg: DictConfig) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
@@ -120,20 +120,20 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     A YAML may start with ``base: other.yaml`` (a path relative to it): it is then merged over that file, so a
     variant recipe states only what it changes.
     """
-    path, cfg = _merged(path, overrides)
+    path, cfg = merge_yaml(path, overrides)
     check_keys('', cfg, TOP_LEVEL)
     for key, (_, default) in TOP_LEVEL.items():
         if key not in cfg:
             if default is REQUIRED:
                 raise ConfigError(f"missing required key '{key}'")
             cfg[key] = default
-    return _resolved(path, cfg)
+    return resolve_merged(path, cfg)
 
 
 def load_mapping(path: str | os.PathLike, overrides: list[str] | None = None, key: str = '-f') -> dict[str, Any]:
     """A YAML of any schema read with the recipes' rules (``base:``, dotted ``key=value`` overrides, interpolations
     resolved) as a plain dict; drivers with their own schema (the blockwise trainer) validate it themselves."""
-    return _resolved(*_merged(path, overrides, key))
+    return resolve_merged(*merge_yaml(path, overrides, key))
 
 
 def load_yaml(path: Path) -> Any:

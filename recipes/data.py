@@ -62,7 +62,8 @@ _COMMON: dict[str, tuple[tuple[type, ...], Any]] = {
     'downsample_seed': ((int,), 0),
     'indices': ((bool,), False),
 }
-_TORCHVISION = {**_COMMON, 'download': ((bool,), False)}
+# in_memory: None means True (the images as one tensor, augmented by whole batches: recipes/tensor_data.py).
+_TORCHVISION = {**_COMMON, 'download': ((bool,), False), 'in_memory': ((bool, NoneType), None)}
 _IMAGENET = {**_COMMON, 'path': ((str,), REQUIRED), 'image_size': ((int,), 224)}
 
 _MEAN_STD = {
@@ -111,6 +112,12 @@ def resolve_options(cfg: Mapping[str, Any], key: str = 'loader') -> dict[str, An
             opts[opt] = train
     if opts['pin_memory'] is None:
         opts['pin_memory'] = torch.cuda.is_available()
+    if 'in_memory' in opts:
+        if opts['in_memory'] is None:
+            opts['in_memory'] = True
+        if opts['in_memory'] and opts['num_workers'] > 0:
+            raise ConfigError(f'{key}.num_workers: in-memory data is served in the main process, without workers; '
+                              f'set {key}.num_workers: 0, or {key}.in_memory: false for the per-image path')
     return opts
 
 
@@ -303,32 +310,84 @@ def build_dataset(opts: Mapping[str, Any], batch_size: int | None = None) -> Dat
     if opts['subset'] is not None and not DATASETS[opts['dataset']].shards_itself:
         dataset = Subset(dataset, range(min(opts['subset'], len(dataset))))  # type: ignore[arg-type]
     if opts.get('downsample') is not None:
-        dataset = Downsampled(dataset, opts['downsample'], seed=opts.get('downsample_seed', 0))
-        log.info('down-sampled classes %s: kept %s of %s examples', opts['downsample'],
-                 {c: dataset.kept_per_class.get(c, 0) for c in opts['downsample']},
-                 {c: dataset.original_per_class.get(c, 0) for c in opts['downsample']})
+        dataset = _downsampled(dataset, opts)
     if opts.get('indices'):
         dataset = WithIndex(dataset)
     return dataset
 
 
-def build_dataloader(cfg: Mapping[str, Any], batch_size: int, key: str = 'loader') -> DataLoader:
+def _downsampled(dataset: Any, opts: Mapping[str, Any], targets: Any = None) -> Downsampled:
+    out = Downsampled(dataset, opts['downsample'], seed=opts.get('downsample_seed', 0), targets=targets)
+    log.info('down-sampled classes %s: kept %s of %s examples', opts['downsample'],
+             {c: out.kept_per_class.get(c, 0) for c in opts['downsample']},
+             {c: out.original_per_class.get(c, 0) for c in opts['downsample']})
+    return out
+
+
+def image_tensors(opts: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw ``uint8`` images ``(N, C, H, W)`` and labels of a Fashion-MNIST/CIFAR split, ``subset`` and
+    ``downsample`` applied exactly as :func:`build_dataset` applies them (same examples, same order)."""
+    name, train = opts['dataset'], opts['split'] == 'train'
+    if name == 'fashion_mnist':
+        raw = datasets.FashionMNIST(opts['path'], train=train, download=opts['download'])
+        x, y = raw.data.unsqueeze(1), torch.as_tensor(raw.targets)
+    else:
+        if opts['download']:
+            getattr(datasets, name.upper())(opts['path'], train=train, download=True)
+        raw = CifarPickle(opts['path'], name, train=train)
+        x, y = torch.from_numpy(raw.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(raw.targets)
+    if opts['subset'] is not None:
+        x, y = x[:opts['subset']], y[:opts['subset']]
+    if opts.get('downsample') is not None:
+        kept = torch.as_tensor(_downsampled(range(len(y)), opts, targets=y.numpy()).indices)
+        x, y = x[kept], y[kept]
+    return x, y.long()
+
+
+def build_dataloader(cfg: Mapping[str, Any], batch_size: int, key: str = 'loader', seed: int = 0,
+                     device: torch.device | str | None = None) -> DataLoader:
     """A ``DataLoader`` for loader config ``cfg`` with per-rank ``batch_size``, sharded across ranks.
 
-    Map-style datasets get ``composer.utils.dist.get_sampler``; a ``StreamingDataset`` shards itself.
+    ``in_memory`` data (the default for Fashion-MNIST and CIFAR) is one tensor on ``device`` (default CPU) served by
+    :class:`recipes.tensor_data.EpochBatches`; other map-style datasets get ``composer.utils.dist.get_sampler``; a
+    ``StreamingDataset`` shards itself. The order and augmentation come from ``seed`` and the loader's own
+    generator, never from the global random state, so evaluating more often does not change training.
     """
     from composer.utils import dist
 
     opts = resolve_options(cfg, key)
     spec = DATASETS[opts['dataset']]
+    generator = torch.Generator().manual_seed(seed)  # DataLoader iterators draw their worker seed from it
+    if opts.get('in_memory'):
+        return _in_memory_loader(opts, batch_size, key, seed, device, generator)
     dataset = build_dataset(opts, batch_size)
     sampler = None
     if not spec.shards_itself:
-        sampler = dist.get_sampler(dataset, shuffle=opts['shuffle'], drop_last=opts['drop_last'])
+        sampler = dist.get_sampler(dataset, shuffle=opts['shuffle'], drop_last=opts['drop_last'], seed=seed)
     workers = opts['num_workers']
     log.info('%s: %s/%s, %s examples, batch %d per rank', key, opts['dataset'], opts['split'],
              len(dataset) if hasattr(dataset, '__len__') else '?', batch_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=opts['drop_last'],
-                      num_workers=workers, pin_memory=opts['pin_memory'],
+                      num_workers=workers, pin_memory=opts['pin_memory'], generator=generator,
                       collate_fn=spec.collate(opts) if spec.collate else None,
                       persistent_workers=opts['persistent_workers'] and workers > 0)
+
+
+def _in_memory_loader(opts: Mapping[str, Any], batch_size: int, key: str, seed: int,
+                      device: torch.device | str | None, generator: torch.Generator) -> DataLoader:
+    from composer.utils import dist
+
+    from recipes.tensor_data import BatchLoader, EpochBatches, InMemoryImages
+
+    x, y = image_tensors(opts)
+    device = torch.device(device or 'cpu')
+    mean, std = _MEAN_STD[opts['dataset']]
+    pad = 2 if opts['dataset'] == 'fashion_mnist' else 4
+    dataset = InMemoryImages(x, y, mean, std, pad=pad, with_index=opts['indices'], device=device)
+    sampler = EpochBatches(dataset, batch_size, shuffle=opts['shuffle'], augment=opts['augment'],
+                           drop_last=opts['drop_last'], seed=seed, world=dist.get_world_size(),
+                           rank=dist.get_global_rank())
+    log.info('%s: %s/%s in memory on %s, %d examples, batch %d per rank', key, opts['dataset'], opts['split'],
+             device, len(dataset), batch_size)
+    return BatchLoader(dataset, sampler, generator=generator,
+                       pin_memory=opts['pin_memory'] and device.type == 'cpu' and torch.cuda.is_available())

@@ -22,15 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
-from omegaconf import OmegaConf  # noqa: E402
-from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from algorithms.callbacks import checkpoint_record  # noqa: E402
 from algorithms.callbacks.run_record import LATEST_CHECKPOINT as CHECKPOINT  # noqa: E402
 from algorithms.callbacks.run_record import MANIFEST_FILE, SUMMARY_FILE  # noqa: E402
 from recipes.builders import prepare  # noqa: E402
 from recipes.cli import Stage, dotlist, driver_args, run_main, run_stages, train_stage  # noqa: E402
-from recipes.config import check_keys, check_type, load_config, load_yaml  # noqa: E402
+from recipes.config import check_keys, check_type, load_config, merge_yaml, resolve_merged  # noqa: E402
 from recipes.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger('recipes.matryoshka')
@@ -43,16 +41,10 @@ MEMBER_KEYS = ('checkpoint', 'overrides')
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read and validate a Matryoshka spec (paths in it are relative to the repository root, like recipes')."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f'-f: YAML file not found: {path}')
-    try:
-        cfg = OmegaConf.merge(load_yaml(path), OmegaConf.from_dotlist(list(overrides or [])))
-        cfg.setdefault('overrides', {})
-        cfg.setdefault('out_dir', 'runs/${name}')
-        spec: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    except OmegaConfBaseException as e:
-        raise ConfigError(f'{path}: {str(e).splitlines()[0]}') from None
+    path, cfg = merge_yaml(path, overrides)  # the recipes' rules: ``base: other_spec.yaml``, dotted overrides
+    cfg.setdefault('overrides', {})
+    cfg.setdefault('out_dir', 'runs/${name}')
+    spec = resolve_merged(path, cfg)
     check_keys('', spec, SPEC_KEYS)
     for key, types in SPEC_KEYS.items():
         if key not in spec:

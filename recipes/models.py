@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from recipes.architectures import cifar_resnet, convnet, vgg
+from recipes.architectures import cifar_resnet, convnet, fast_cnn, vgg
 from recipes.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'vgg16': vgg.vgg16,
     'vgg_small': vgg.vgg_small,
     'convnet': convnet.convnet,
+    'fast_cnn': fast_cnn.fast_cnn,
 }
 
 
@@ -114,6 +115,12 @@ def _check_options(name: str, kwargs: dict[str, Any]) -> None:
         if isinstance(default, int) and not isinstance(default, bool) and \
                 (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f'model.{key}: expected a positive int, got {value!r}')
+        if isinstance(default, tuple) and default:
+            kind = type(default[0])
+            if not isinstance(value, (list, tuple)) or not value or not all(
+                    isinstance(v, kind) and (kind is bool or (not isinstance(v, bool) and v > 0)) for v in value):
+                raise ConfigError(f'model.{key}: expected a non-empty list of '
+                                  f'{"booleans" if kind is bool else "positive ints"}, got {value!r}')
 
 
 def build_module(name: str, **kwargs: Any) -> nn.Module:
@@ -121,11 +128,18 @@ def build_module(name: str, **kwargs: Any) -> nn.Module:
     if name not in MODELS:
         raise ConfigError(f'model.name: unknown network {name!r}; allowed: {", ".join(sorted(MODELS))}')
     _check_options(name, kwargs)
-    return MODELS[name](**kwargs)
+    return _built(MODELS[name], kwargs)
 
 
 def build_model(name: str, **kwargs: Any) -> Any:
     """Build model ``name`` as a ``ComposerModel`` (see ``COMPOSER_MODELS``); unknown names or keywords raise
     ConfigError naming the key."""
     _check_options(name, kwargs)
-    return COMPOSER_MODELS[name](**kwargs)
+    return _built(COMPOSER_MODELS[name], kwargs)
+
+
+def _built(builder: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return builder(**kwargs)
+    except ValueError as e:  # options that do not fit together (e.g. fast_cnn's widths and pools)
+        raise ConfigError(f'model: {e}') from None

@@ -97,6 +97,20 @@ def test_killed_run_resumes_to_the_same_weights(uninterrupted, fmnist_root, tmp_
     assert after[1]['train_wct_s'] > before[0]['train_wct_s']  # the clock continued across the restart
 
 
+@pytest.mark.parametrize('in_memory', [True, False])
+def test_evaluating_more_often_gives_the_same_weights(in_memory, fmnist_root, tmp_path):
+    """The training data's order and augmentation come from its own seeded generator: evaluating every batch instead
+    of every epoch (each evaluation builds a loader iterator) leaves training exactly as it was."""
+    runs = {}
+    for interval in ('1ep', '1ba'):
+        cfg = tiny_config(fmnist_root, tmp_path / interval, save_folder=None, eval_interval=interval,
+                          **{'train_loader.in_memory': in_memory, 'eval_loader.in_memory': in_memory})
+        runs[interval] = weights(fit(cfg))
+    assert len(read_records(tmp_path / '1ba')) == 8 and len(read_records(tmp_path / '1ep')) == 2
+    for k in runs['1ep']:
+        torch.testing.assert_close(runs['1ba'][k], runs['1ep'][k], rtol=0, atol=0, msg=k)
+
+
 def test_checkpoints_load_with_weights_only(uninterrupted):
     run_dir, _ = uninterrupted
     state = safe_load(run_dir / 'checkpoints' / 'latest-rank0.pt')
