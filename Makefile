@@ -22,7 +22,7 @@ data: env
 	$(PY) -m recipes.prepare_data fashion_mnist --out data
 
 train: data
-	$(VENV)/bin/composer recipes/train.py -f yamls/fashion_mnist/resnet8.yaml $(ARGS)
+	$(VENV)/bin/composer recipes/train.py -f yamls/fashion_mnist/fast_cnn.yaml $(ARGS)
 
 test: env
 	$(PY) -m pytest tests -q

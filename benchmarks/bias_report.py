@@ -26,6 +26,7 @@ import numpy as np
 
 from algorithms.analysis import bias_metrics, bias_scatter, count_pies, pie_disagreement, pie_modal
 from benchmarks.intervals import RULE, Interval, mean_interval, verdict
+from benchmarks.markdown import table
 
 FMNIST = ('T-shirt/top', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot')
 CLASSES = list(FMNIST)  # set from the records (the number of classes) in main()
@@ -117,10 +118,6 @@ def _paired(a: dict[int, float], b: dict[int, float]) -> Optional[Interval]:
     """The interval of ``a - b`` over the seeds both have."""
     seeds = sorted(set(a) & set(b))
     return mean_interval([a[s] - b[s] for s in seeds]) if seeds else None
-
-
-def table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)] + ['| ' + ' | '.join(r) + ' |' for r in rows]
 
 
 def main_table(data: dict[str, Any], result: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from algorithms.blockwise.schedule import lower_bound, simulate
 from algorithms.profiling.energy import parallel_metrics
+from recipes.blockwise_report import models_table
 
 RECORDS = 'records.json'
 GOAL_EFFICIENCY = 0.90
@@ -107,16 +108,6 @@ def _findings(ref: dict[str, Any], runs: dict[str, dict[str, Any]], serial: floa
     return out
 
 
-def _models_table(run: dict[str, Any]) -> list[str]:
-    t = run['models']['teacher']
-    lines = ['| model | test accuracy (%) | params | MACs per image |', '|---|---:|---:|---:|']
-    for name, m in run['models'].items():
-        change = '' if name == 'teacher' else \
-            f" ({100 * (m['params'] / t['params'] - 1):+.1f}% params, {100 * (m['macs'] / t['macs'] - 1):+.1f}% MACs)"
-        lines.append(f"| {name} | {m['test_accuracy']:.2f} | {m['params']:,} | {m['macs']:,}{change} |")
-    return lines
-
-
 def _layers_table(run: dict[str, Any]) -> list[str]:
     lines = ['| layer | in -> out | kept | params before -> after | MACs before -> after | task s | why |',
              '|---|---|---|---|---|---:|---|']
@@ -154,7 +145,7 @@ def render(records: dict[str, Any], command: str = '') -> str:
         serial = ref['schedule']['makespan_s']
         lines += [f'## {teacher}', '', *_findings(ref, runs, serial), '',
                   '### Teacher and student (the 1-worker run, fine-tuned)', '',
-                  *_models_table(ref), '', *_layers_table(ref), '',
+                  *models_table(ref['models']), '', *_layers_table(ref), '',
                   '### Measured makespans', '',
                   '| schedule | workers | makespan s | start-up s | speedup | efficiency | goal (>= 0.90) | '
                   'lower bound s | blocks identical to 1 worker | CPU util % | task s, summed | task slowdown | '

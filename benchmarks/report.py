@@ -1,154 +1,286 @@
-"""A wall-clock-vs-accuracy report built only from run records (config.yaml, record.jsonl, summary.json, manifests).
+"""The Iterated Runs report: a study of distillation runs, repeated with seeds, read only from run records; means
+with 95% intervals over seeds, and the seed's section-1 findings with verdicts decided by them.
 
-    .venv/bin/python -m benchmarks.report --runs runs/study \\
-        --study benchmarks/studies/fashion_mnist.yaml --out benchmarks/results/fashion_mnist
+    .venv/bin/python -m benchmarks.report --runs runs/study-long \\
+        --study benchmarks/studies/fashion_mnist_long.yaml --out benchmarks/results/fashion_mnist_long
 
-Writes ``<out>/report.md`` (tables 5.3-5.6, teacher choice, pools, Matryoshka, findings, the machine), the plots
-``<out>/accuracy_vs_time.png`` and ``<out>/accuracy_vs_time_with_teachers.png``, ``<out>/summary.json`` (the numbers)
-and copies the small record files (never checkpoints) to ``<out>/runs/``, from which the same command with
-``--runs <out>/runs`` regenerates the report.
+Writes ``<out>/report.md``, ``<out>/speedup_vs_duration.png`` (accuracy and speedup against the students' duration),
+``<out>/accuracy_vs_time.png`` and ``accuracy_vs_time_with_teachers.png`` (the first seed's curves and Pareto
+front, :mod:`benchmarks.plots`), ``<out>/summary.json`` and copies the small record files (never checkpoints) to
+``<out>/runs/``, from which ``--runs <out>/runs`` regenerates the same report. The findings read run names as the
+study YAML writes them: ``<series>-<k>of4`` at k quarters of the baseline's duration (``kd-kl``, ``kd-mse``,
+``pool-random1``, ``baseline``), ``kd-mse-2of4-stop30``, ``kd-mse-2of4-from-<teacher>``, ``matryoshka/g<g>/m<i>``;
+a finding whose runs a study lacks is left out. A study without ``seeds`` is reported as one seed.
 """
-
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import re
 import shlex
-import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.analysis import Analysis, analyse
-from benchmarks.findings import Finding, all_findings
-from benchmarks.plots import plot_accuracy_vs_time
+from benchmarks.intervals import RULE, Interval, verdict
+from benchmarks.markdown import table
+from benchmarks.plots import _pyplot, plot_accuracy_vs_time
 from benchmarks.records import copy_records, load_machines
+from benchmarks.repeats import SPEEDUP_RULE, Repeats, RunStats, load_repeats, threshold_verdict
 from benchmarks.speedup import CROSSING_RULE
 from benchmarks.study_spec import StudyError, load_study
-from benchmarks.tables import Table, all_tables
 
 log = logging.getLogger('benchmarks.report')
-PLOT = 'accuracy_vs_time.png'
-PLOT_TEACHERS = 'accuracy_vs_time_with_teachers.png'
-TEACHER_RULE = (
-    "Teacher cost: a run's teachers are the checkpoints its config names; each teacher run's whole training "
-    'wall-clock (its summary.json) is added once, and so are its own teachers, recursively (a Matryoshka generation '
-    'carries the whole chain of pools before it). Several checkpoints of one run, or one teacher reached twice, '
-    'count once.'
-)
-NOISE = (
-    'Each number comes from a single run: nothing here is repeated, so small differences (a few tenths of a point '
-    'of accuracy; on shared CPU machines up to ~30% of wall-clock, see the design notes) are within noise. The '
-    'verdicts are plain comparisons of these numbers, re-derived whenever the report is generated.'
-)
+PLOT = 'speedup_vs_duration.png'
+CURVES, CURVES_TEACHERS = 'accuracy_vs_time.png', 'accuracy_vs_time_with_teachers.png'
+GOAL = 2.0  # the seed's 1.96x (ResNet-50 / ImageNet, 45-epoch student vs the 90-epoch baseline)
+SERIES = {'baseline': 'baseline', 'kd-kl': 'KD-KL', 'kd-mse': 'KD-MSE', 'pool-random1': 'random_1 pool'}
+_QUARTER = re.compile(r'^(?P<series>.+)-(?P<k>[1-4])of4$')
 
 
-def command_line(runs: str, study: str, out: str) -> str:
-    return ' '.join(['.venv/bin/python -m benchmarks.report', '--runs', shlex.quote(runs), '--study',
-                     shlex.quote(study), '--out', shlex.quote(out)])
+@dataclass
+class Finding:
+    claim: str
+    verdict: str
+    evidence: str
+
+    def markdown(self) -> str:
+        return f'- **{self.claim}**: **{self.verdict}**. {self.evidence}'
 
 
-def _machine_table(machines: list[dict[str, Any]], now: dict[str, Any]) -> str:
-    keys = ['date', 'device', 'cpu', 'cores', 'torch_threads', 'platform', 'python', 'torch', 'composer']
-    rows = [('runs made (study driver)', m) for m in machines] + [('report generated', now)]
-    lines = ['| when | ' + ' | '.join(keys) + ' |', '|---|' + '---|' * len(keys)]
-    for label, m in rows:
-        extra = f" ({len(m.get('runs', []))} runs)" if 'runs' in m else ''
-        lines.append(f'| {label}{extra} | ' + ' | '.join(str(m.get(k, '-')) for k in keys) + ' |')
-    return '\n'.join(lines)
+def pct(iv: Optional[Interval]) -> str:
+    return iv.fmt(2, 100.0) if iv is not None else 'n/a'
 
 
-def _front_text(front: list[tuple[float, float, str]]) -> str:
-    return ', '.join(f'{name} ({100 * acc:.2f}% at {t:.0f} s)' for t, acc, name in front) or '-'
+def num(iv: Optional[Interval], digits: int = 2) -> str:
+    return iv.fmt(digits) if iv is not None else 'n/a'
 
 
-def render(a: Analysis, tables: list[Table], findings: list[Finding], machines: list[dict[str, Any]],
-           now: dict[str, Any], cmd: str, regen: str) -> str:
-    """The markdown report."""
-    s = a.study
-    n_done = sum(r.finished for r in a.results.values())
-    out = [f'# Wall-clock vs accuracy: study `{s.name}`', '',
-           f'Generated {now.get("date", "")} with `{cmd}`; regenerate it from the records committed beside it with',
-           '', '```', regen, '```', '',
-           f'Runs: {len(a.results)} with records ({n_done} finished). '
-           + (f'Not run yet: {", ".join(a.missing)}.' if a.missing else 'Every run of the study has records.'), '']
-    if s.description:
-        out += ['## Notes from the study', '', s.description.strip(), '']
-    out += ['## Target and rules', '']
-    if a.target is not None:
-        out.append(f'- **Target**: the final {s.metric} of the baseline `{s.baseline}`, **{100 * a.target:.2f}%**; '
-                   f'**baseline time** = its training wall-clock at its last evaluation, **{a.baseline_s:.1f} s** '
-                   '(evaluation time excluded from every clock).')
-    else:
-        out.append(f'- **Target**: not available (no records for the baseline `{s.baseline}`).')
-    out += [f'- **Between evaluations**: {CROSSING_RULE}',
-            '- **Speedup** = baseline time / the run\'s time-to-target; "incl. teachers" adds the teachers\' own '
-            'training time to the run\'s time.', f'- {TEACHER_RULE}', '',
-            '## Findings', '', NOISE, '', *[f.markdown() for f in findings], '',
-            '## Plots', '', f'![accuracy vs training wall-clock]({PLOT})', '',
-            f'Pareto front (final points): {_front_text(a.pareto())}.', '',
-            f"![accuracy vs wall-clock with the teachers' training added]({PLOT_TEACHERS})", '',
-            f'Pareto front with teacher time: {_front_text(a.pareto(True))}.', '', '## Tables', '']
-    for t in tables:
-        out += [f'### {t.title}', '', t.markdown(), '']
-        if t.note:
-            out += [t.note, '']
-    out += ['## Where the runs came from', '', _machine_table(machines, now), '']
-    return '\n'.join(out)
+def curve_names(r: Repeats) -> dict[str, dict[int, str]]:
+    """``{series label: {quarter k: run name}}`` for the runs named ``<series>-<k>of4`` (plus the baseline at 4)."""
+    out: dict[str, dict[int, str]] = {label: {} for label in SERIES.values()}
+    for name in r.names():
+        m = _QUARTER.match(name)
+        if m and m.group('series') in SERIES:
+            out[SERIES[m.group('series')]][int(m.group('k'))] = name
+    out['baseline'][4] = r.study.baseline
+    return out
 
 
-def summary(a: Analysis, tables: list[Table], findings: list[Finding], machines: list[dict[str, Any]],
-            now: dict[str, Any], cmd: str) -> dict[str, Any]:
-    """The numbers of the report, for machines."""
-    return {
-        'study': a.study.name, 'command': cmd, 'generated': now, 'machines_of_runs': machines,
-        'metric': a.study.metric, 'baseline': a.study.baseline, 'target': a.target, 'baseline_s': a.baseline_s,
-        'rule_between_evaluations': CROSSING_RULE, 'teacher_cost_rule': TEACHER_RULE, 'missing': a.missing,
-        'runs': {r.name: {
-            'tags': r.tags, 'series': r.series, 'duration': r.duration, 'finished': r.finished,
-            'final_acc': r.final_acc, 'best_acc': r.best_acc, 'final_s': r.final_s, 'train_s': r.train_s,
-            'cpu_s': r.cpu_s, 'time_to_target_s': r.time_to_target, 'teachers': r.teachers,
-            'teacher_s': r.teacher_s, 'teacher_runs': r.teacher_runs, 'teacher_missing': r.teacher_missing,
-            'speedup': r.speedup, 'speedup_with_teachers': r.speedup_with_teachers, 'kd_fraction': r.kd_fraction,
-            'pool_mode': r.pool_mode, 'generation': r.generation, 'curve': r.curve,
-        } for r in a.results.values()},
-        'pareto': a.pareto(), 'pareto_with_teachers': a.pareto(True),
-        'tables': {t.key: t.as_dict() for t in tables},
-        'findings': [{'key': f.key, 'claim': f.claim, 'verdict': f.verdict, 'text': f.text} for f in findings],
-    }
+def speed_cell(st: RunStats, field: str = 'speedup') -> str:
+    iv = st.interval(field)
+    if iv is not None:
+        return iv.fmt(2) + 'x'
+    return f'reached in {st.reached} of {st.n} seeds'
 
 
-def _copy(runs: Path, dest: Path) -> None:
-    src, dst = runs.resolve(), dest.resolve()
-    if src == dst or dst in src.parents:
-        log.info('records are read from %s: not copied onto themselves', runs)
-        return
-    if dest.exists():
-        shutil.rmtree(dest)
-    log.info('copied %d record files to %s', copy_records(runs, dest), dest)
+def run_table(r: Repeats) -> str:
+    rows = []
+    for name in r.names():
+        st = r.stats(name)
+        if st is None:
+            continue
+        ttt = st.interval('time_to_target')
+        rows.append([name, st.first.series, st.first.duration, pct(st.interval('final_acc')),
+                     num(ttt, 1) if ttt else f'reached in {st.reached} of {st.n}', speed_cell(st),
+                     speed_cell(st, 'speedup_with_teachers'), num(st.interval('train_s'), 1),
+                     num(st.interval('cpu_s'), 1)])
+    return '\n'.join(table(['run', 'series', 'duration', 'final accuracy (%)', 'time-to-target (s)', 'speedup',
+                            'speedup incl. teachers', 'training wall-clock (s)', 'process CPU (s)'], rows))
 
 
-def build_report(runs: str, study_path: str, out: str, cmd: Optional[str] = None) -> dict[str, Any]:
-    """Write the report of the records under ``runs`` for the study ``study_path`` into ``out``; return summary."""
-    from benchmarks.machine import machine_info
+def acc_diff(r: Repeats, a: str, b: str) -> tuple[str, Optional[Interval]]:
+    iv = r.paired([a], [b])
+    return (verdict(iv) if iv is not None else 'not measured'), iv
+
+
+def findings(r: Repeats) -> list[Finding]:
+    out: list[Finding] = []
+    curves = curve_names(r)
+    students = [n for label in ('KD-KL', 'KD-MSE', 'random_1 pool') for n in curves[label].values()]
+    stats = {n: r.stats(n) for n in students}
+    ranked = sorted((s for s in stats.values() if s is not None and s.interval('speedup') is not None),
+                    key=lambda s: -s.interval('speedup').mean)  # type: ignore[union-attr]
+    if ranked:
+        best = ranked[0]
+        v, iv = threshold_verdict(best, 'speedup', GOAL)
+        out.append(Finding(f'A distilled student reaches the baseline\'s accuracy >= {GOAL:.1f}x faster (the seed: '
+                           '1.96x)', v, f'Best mean speedup: `{best.name}` {num(iv)}x (picked as the best of '
+                           f'{len(ranked)} students whose every seed reached the target: a selection, so this '
+                           'interval is optimistic).'))
+        v1, _ = threshold_verdict(best, 'speedup', 1.0)
+        out.append(Finding('Distillation reaches the target faster than the baseline at all (> 1x)', v1,
+                           f'`{best.name}`: {num(iv)}x.'))
+    for k in (1, 2, 3):
+        base = curves['baseline'].get(k)
+        for label in ('KD-MSE', 'KD-KL'):
+            name = curves[label].get(k)
+            if base and name:
+                v, iv = acc_diff(r, name, base)
+                out.append(Finding(f'{label} at {k}/4 of the duration beats the baseline trained as long', v,
+                                   f'`{name}` - `{base}`: {pct(iv)} points.'))
+    for k, claim in ((1, 'MSE beats KL in the shortest runs (1/4)'), (4, 'KL beats MSE in the longest runs (1x)')):
+        mse, kl = curves['KD-MSE'].get(k), curves['KD-KL'].get(k)
+        if mse and kl:
+            v, iv = acc_diff(r, mse, kl) if k == 1 else acc_diff(r, kl, mse)
+            out.append(Finding(claim, v, f'difference {pct(iv)} points.'))
+    stop, full, none = 'kd-mse-2of4-stop30', curves['KD-MSE'].get(2), curves['baseline'].get(2)
+    if full and stop in r.names():
+        v, iv = acc_diff(r, full, stop)
+        out.append(Finding('Distilling the whole run beats stopping at 30% (the seed, for ResNet-50)', v,
+                           f'`{full}` - `{stop}`: {pct(iv)} points.'))
+        if none:
+            v, iv = acc_diff(r, stop, none)
+            out.append(Finding('Distilling the first 30% beats no distillation', v, f'`{stop}` - `{none}`: '
+                               f'{pct(iv)} points.'))
+    out += teacher_findings(r, curves)
+    out += matryoshka_findings(r, curves)
+    return out
+
+
+def teacher_findings(r: Repeats, curves: dict[str, dict[int, str]]) -> list[Finding]:
+    out: list[Finding] = []
+    teachers = [n for n in r.names() if n.startswith('teacher-')]
+    accs = {t: r.stats(t).interval('final_acc') for t in teachers if r.stats(t) is not None}  # type: ignore
+    students = {t: (f'kd-mse-2of4-from-{t.removeprefix("teacher-")}' if t != r.study.baseline else
+                    curves['KD-MSE'].get(2)) for t in accs}
+    students = {t: s for t, s in students.items() if s in r.names() and accs[t] is not None}
+    if len(students) >= 2:
+        worst = min(students, key=lambda t: accs[t].mean)  # type: ignore[union-attr]
+        best = max(students, key=lambda t: accs[t].mean)  # type: ignore[union-attr]
+        iv = r.paired([students[worst]], [students[best]])
+        v = 'not measured' if iv is None else ('holds' if verdict(iv) in ('holds', 'within noise') else
+                                               'does not hold')
+        out.append(Finding('A less accurate teacher teaches as well (its student is not worse)', v,
+                           f'teachers {", ".join(f"`{t}` {pct(accs[t])}" for t in students)}; student of the least '
+                           f'accurate (`{worst}`) minus student of the most accurate (`{best}`): {pct(iv)} points '
+                           '(holds unless the interval lies wholly below zero).'))
+    full = curves['KD-MSE'].get(2)
+    st = r.stats(full) if full else None
+    if st is not None:
+        v, iv = threshold_verdict(st, 'speedup_with_teachers', 1.0)
+        cell = speed_cell(st, 'speedup_with_teachers')
+        out.append(Finding('With the teacher\'s own training counted, a 1/2-length student still beats the '
+                           'baseline (> 1x)', v, f'`{full}` incl. teacher: {cell}.'))
+    pool, single = curves['random_1 pool'].get(2), curves['KD-MSE'].get(2)
+    if pool and single:
+        v, iv = acc_diff(r, pool, single)
+        out.append(Finding('One random teacher per step beats the single teacher (at 1/2)', v,
+                           f'`{pool}` - `{single}`: {pct(iv)} points.'))
+    return out
+
+
+def matryoshka_findings(r: Repeats, curves: dict[str, dict[int, str]]) -> list[Finding]:
+    gens: dict[int, list[str]] = {}
+    for n in r.names():
+        m = re.match(r'^matryoshka/g(\d+)/m\d+$', n)
+        if m:
+            gens.setdefault(int(m.group(1)), []).append(n)
+    out = []
+    if 1 in gens and 2 in gens:
+        iv = r.paired(gens[2], gens[1])
+        out.append(Finding('Matryoshka: generation 2 (students of students) beats generation 1',
+                           verdict(iv) if iv else 'not measured', f'mean of members, g2 - g1: {pct(iv)} points.'))
+    base = curves['baseline'].get(1)
+    if 1 in gens and base:
+        iv = r.paired(gens[1], [base])
+        out.append(Finding('Matryoshka generation 1 beats the baseline trained as long (1/4)',
+                           verdict(iv) if iv else 'not measured', f'g1 - `{base}`: {pct(iv)} points.'))
+    return out
+
+
+def plot(r: Repeats, path: Path) -> None:
+    plt = _pyplot()
+    curves = curve_names(r)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    for i, (label, by_k) in enumerate(curves.items()):
+        color, xs, acc, acc_err, sp, sp_err, sp_x = f'C{i}', [], [], [], [], [], []
+        for k in sorted(by_k):
+            st = r.stats(by_k[k])
+            if st is None or st.interval('final_acc') is None:
+                continue
+            a = st.interval('final_acc')
+            xs.append(k / 4)
+            acc.append(100 * a.mean)  # type: ignore[union-attr]
+            acc_err.append(0 if a.hi is None else 100 * (a.hi - a.mean))  # type: ignore[union-attr]
+            if label == 'baseline':
+                continue
+            seeds = [v for v in st.speedup if v is not None]  # every seed that reached: one dot each
+            ax2.scatter([k / 4 + 0.01 * (i - 2)] * len(seeds), seeds, color=color, s=12, alpha=0.5)
+            s_iv = st.interval('speedup')
+            if s_iv is not None:
+                sp_x.append(k / 4)
+                sp.append(s_iv.mean)
+                sp_err.append(0 if s_iv.hi is None else s_iv.hi - s_iv.mean)
+        ax1.errorbar(xs, acc, yerr=acc_err, marker='o', capsize=3, label=label, color=color)
+        if label != 'baseline':
+            ax2.errorbar(sp_x, sp, yerr=sp_err, marker='o', capsize=3, label=label, color=color)
+    ax2.axhline(GOAL, color='red', ls='--', lw=1, label=f'goal {GOAL:.1f}x')
+    ax2.axhline(1.0, color='grey', ls=':', lw=1)
+    ax1.set(xlabel='duration (fraction of the baseline)', ylabel='final test accuracy (%), mean and 95% CI',
+            title='accuracy vs duration')
+    ax2.set(xlabel='student duration (fraction of the baseline)', ylabel='time-to-target speedup',
+            title='speedup vs duration (dots: each seed that reached the target;\nbars: mean, 95% CI, when all did)')
+    ax1.legend()
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def machines(r: Repeats) -> str:
+    rows = [[s, m.get('date'), m.get('cpu'), m.get('cores'), m.get('torch'), m.get('composer'), len(m.get('runs', []))]
+            for s, root in r.roots.items() for m in load_machines(root)]
+    return '\n'.join(table(['seed', 'when', 'cpu', 'cores', 'torch', 'composer', 'runs'], rows))
+
+
+def render(r: Repeats, found: list[Finding], cmd: str, regen: str) -> str:
+    s = r.study
+    target = r.targets()
+    base = r.stats(s.baseline)
+    return '\n'.join([
+        f'# Long-regime Iterated Runs study `{s.name}`, {len(r.seeds)} seeds', '',
+        f'Generated with `{cmd}`; regenerate from the committed records with', '', '```', regen, '```', '',
+        '## The study', '', s.description.strip(), '',
+        '## Rules', '',
+        f'- **Target** per seed: the final accuracy of that seed\'s baseline `{s.baseline}`; over the seeds '
+        f'{pct(target)}%. **Baseline time** per seed: its training wall-clock at its last evaluation; over the seeds '
+        f'{num(base.interval("time_to_target") if base else None, 1)} s (evaluation excluded from every clock).',
+        f'- **Between evaluations**: {CROSSING_RULE}',
+        f'- **Intervals and verdicts**: {RULE}. Differences between runs are paired by seed.',
+        f'- {SPEEDUP_RULE}', '',
+        '## Findings', '', *[f.markdown() for f in found], '',
+        f'![accuracy and speedup vs duration]({PLOT})', '',
+        f'Seed {r.seeds[0]}\'s runs, accuracy against training wall-clock with the Pareto front of final points, without '
+        'and with the teachers\' own training time added:', '',
+        f'![accuracy vs wall-clock]({CURVES})', f'![accuracy vs wall-clock with teachers]({CURVES_TEACHERS})', '',
+        '## Every run (mean [95% CI] over seeds)', '', run_table(r), '',
+        '## Where the runs came from', '', machines(r), ''])
+
+
+def build(runs: str, study_path: str, out: str) -> dict[str, Any]:
     study = load_study(study_path)
+    r = load_repeats(study, runs)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    analysis = analyse(study, runs)
-    tables = all_tables(analysis)
-    findings = all_findings(analysis)
-    machines = load_machines(runs)
-    now = machine_info()
-    cmd = cmd or command_line(runs, study_path, out)
-    regen = command_line(f'{out.rstrip("/")}/runs', study_path, out)
-    plot_accuracy_vs_time(analysis, out_dir / PLOT)
-    plot_accuracy_vs_time(analysis, out_dir / PLOT_TEACHERS, with_teachers=True)
-    (out_dir / 'report.md').write_text(render(analysis, tables, findings, machines, now, cmd, regen))
-    numbers = summary(analysis, tables, findings, machines, now, cmd)
-    (out_dir / 'summary.json').write_text(json.dumps(numbers, indent=2) + '\n')
-    _copy(Path(runs), out_dir / 'runs')
-    log.info('wrote %s (report.md, summary.json, %s, %s)', out_dir, PLOT, PLOT_TEACHERS)
+    found = findings(r)
+    cmd = ' '.join(['.venv/bin/python -m benchmarks.report', '--runs', shlex.quote(runs), '--study',
+                    shlex.quote(study_path), '--out', shlex.quote(out)])
+    regen = cmd.replace(f'--runs {shlex.quote(runs)}', f'--runs {shlex.quote(out.rstrip("/") + "/runs")}')
+    plot(r, out_dir / PLOT)
+    first = r.by_seed[r.seeds[0]]
+    plot_accuracy_vs_time(first, out_dir / CURVES)
+    plot_accuracy_vs_time(first, out_dir / CURVES_TEACHERS, with_teachers=True)
+    (out_dir / 'report.md').write_text(render(r, found, cmd, regen))
+    numbers = {'study': study.name, 'seeds': r.seeds, 'command': cmd,
+               'findings': [f.__dict__ for f in found],
+               'target': r.targets().__dict__ if r.targets() else None,
+               'runs': {n: st.as_dict() for n in r.names() if (st := r.stats(n)) is not None}}
+    (out_dir / 'summary.json').write_text(json.dumps(numbers, indent=2, default=str) + '\n')
+    if Path(runs).resolve() != (out_dir / 'runs').resolve():
+        log.info('copied %d record files', copy_records(runs, out_dir / 'runs'))
     return numbers
 
 
@@ -157,14 +289,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog='python -m benchmarks.report', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--runs', required=True, help="the study's runs root, or the committed copies <out>/runs")
-    p.add_argument('--study', required=True, help='the study YAML (baseline, tags)')
-    p.add_argument('--out', required=True, help='output folder, e.g. benchmarks/results/fashion_mnist')
+    p.add_argument('--study', required=True)
+    p.add_argument('--out', required=True)
     args = p.parse_args(argv)
     if not Path(args.runs).is_dir():
         sys.stderr.write(f'error: --runs: no such folder: {args.runs}\n')
         return 2
     try:
-        build_report(args.runs, args.study, args.out)
+        build(args.runs, args.study, args.out)
     except StudyError as e:
         sys.stderr.write(f'error: {e}\n')
         return 2

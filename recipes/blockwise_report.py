@@ -90,6 +90,17 @@ def _pct(after: float, before: float) -> str:
     return f'{100.0 * (after - before) / before:+.1f}%' if before else 'n/a'
 
 
+def models_table(models: dict[str, dict[str, Any]]) -> list[str]:
+    """Teacher, assembled and fine-tuned student: accuracy, parameters and MACs, with the changes from the teacher."""
+    t = models['teacher']
+    lines = ['| model | test accuracy (%) | params | MACs per example |', '|---|---:|---:|---:|']
+    for name, m in models.items():
+        change = '' if name == 'teacher' else \
+            f" ({_pct(m['params'], t['params'])} params, {_pct(m['macs'], t['macs'])} MACs)"
+        lines.append(f"| {name} | {m['test_accuracy']:.2f} | {m['params']:,} | {m['macs']:,}{change} |")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report's tables as markdown."""
     lines = [f"# Blockwise distillation: {report['run_name']}", '',
@@ -102,11 +113,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {r['layer']} | {r['in_shape']} -> {r['out_shape']} | {'yes' if r['kept'] else 'no'} | "
                      f"{r['params_before']:,} | {r['params_after']:,} | {r['macs_before']:,} | {r['macs_after']:,} | "
                      f"{r['reason']} |")
-    lines += ['', '| model | test accuracy (%) | params | MACs per example |', '|---|---:|---:|---:|']
-    t = report['models']['teacher']
-    for name, m in report['models'].items():
-        change = '' if name == 'teacher' else f" ({_pct(m['params'], t['params'])} / {_pct(m['macs'], t['macs'])})"
-        lines.append(f"| {name} | {m['test_accuracy']:.2f} | {m['params']:,} | {m['macs']:,}{change} |")
+    lines += ['', *models_table(report['models'])]
     s = report['schedule']
     lines += ['', f"Tasks: mode {s['mode']}, policy {s['policy']}, {s['workers']} worker(s), makespan "
               f"{s['makespan_s']:.1f} s (cluster start-up {s['startup_s']:.1f} s not included)"

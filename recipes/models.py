@@ -115,6 +115,8 @@ def _check_options(name: str, kwargs: dict[str, Any]) -> None:
         if isinstance(default, int) and not isinstance(default, bool) and \
                 (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f'model.{key}: expected a positive int, got {value!r}')
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f'model.{key}: expected true or false, got {value!r}')
         if isinstance(default, tuple) and default:
             kind = type(default[0])
             if not isinstance(value, (list, tuple)) or not value or not all(

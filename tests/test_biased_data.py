@@ -105,8 +105,10 @@ def fm200(tmp_path_factory) -> tuple[Path, np.ndarray]:
 
 
 def loader_cfg(root: Path, **extra) -> dict:
+    """The per-image path, whose dataset objects these tests inspect (tests/test_tensor_data.py checks that the
+    in-memory path selects the same examples)."""
     return {'dataset': 'fashion_mnist', 'path': str(root), 'num_workers': 0, 'augment': False, 'drop_last': False,
-            **extra}
+            'in_memory': False, **extra}
 
 
 def test_the_loader_yields_exactly_the_stated_fractions(fm200):

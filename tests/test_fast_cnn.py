@@ -30,3 +30,14 @@ def test_widths_and_pools_options() -> None:
         build_model('fast_cnn', widths=[8, 0], pools=[True, True])
     with pytest.raises(ConfigError, match=r'model\.pools: expected a non-empty list of booleans'):
         build_model('fast_cnn', widths=[8], pools=1)
+
+
+def test_flip_tta_averages_the_mirrored_logits_in_eval_mode_only() -> None:
+    torch.manual_seed(0)
+    model = build_module('fast_cnn', in_channels=1, flip_tta=True)
+    x = torch.randn(3, 1, 28, 28)
+    model.eval()
+    torch.testing.assert_close(model(x), (model.logits(x) + model.logits(x.flip(-1))) / 2)
+    assert not torch.allclose(model(x), model.logits(x))
+    model.train()
+    torch.testing.assert_close(model(x), model.logits(x))

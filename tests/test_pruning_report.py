@@ -9,7 +9,7 @@ import math
 import pytest
 
 from benchmarks import pruning_report
-from benchmarks.intervals import Interval, mean_interval, verdict
+from benchmarks.intervals import mean_interval, verdict
 
 
 def test_mean_interval_against_hand_computation():

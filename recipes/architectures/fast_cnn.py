@@ -5,6 +5,9 @@ the fastest CIFAR-10 trainers (Page's ResNet-9, Keller Jordan's airbench), then 
 classifier. The default ``widths=(16, 32, 64, 128)``, ``pools=(True, False, True, True)`` sees 28x28 in the first
 conv, 14x14 in the next two and 7x7 in the last (98,682 parameters). Modules are named ``stage1`` ... ``stageN``,
 ``pool`` and ``fc`` (features for distillation by forward hooks, as for the other models).
+
+``flip_tta=True`` averages, in eval mode only, the logits of each image and of its horizontal mirror (test-time
+augmentation matching the training flips; it doubles the cost of evaluation, and of a teacher's forward pass).
 """
 from __future__ import annotations
 
@@ -26,9 +29,10 @@ def _stage(cin: int, cout: int, pool: bool) -> nn.Sequential:
 class FastCNN(nn.Module):
     """``len(widths)`` conv stages (``pools[i]``: max-pool after stage ``i``'s conv), global max-pool, linear."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, widths: Sequence[int] = (16, 32, 64, 128),
-                 pools: Sequence[bool] = (True, False, True, True)) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128),
+                 pools: Sequence[bool] = (True, False, True, True), flip_tta: bool = False) -> None:
         super().__init__()
+        self.flip_tta = flip_tta
         if len(widths) != len(pools) or not widths:
             raise ValueError(f'widths and pools must have the same non-zero length, got {list(widths)} and '
                              f'{list(pools)}')
@@ -43,13 +47,18 @@ class FastCNN(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(1, self.n_stages + 1):
             x = getattr(self, f'stage{i}')(x)
         return self.fc(torch.flatten(self.pool(x), 1))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flip_tta and not self.training:
+            return (self.logits(x) + self.logits(x.flip(-1))) / 2
+        return self.logits(x)
 
-def fast_cnn(num_classes: int = 10, in_channels: int = 1, widths: Sequence[int] = (16, 32, 64, 128),
-             pools: Sequence[bool] = (True, False, True, True)) -> FastCNN:
+
+def fast_cnn(num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128),
+             pools: Sequence[bool] = (True, False, True, True), flip_tta: bool = False) -> FastCNN:
     """The fast conv net (see the module docstring)."""
-    return FastCNN(num_classes, in_channels, tuple(widths), tuple(bool(p) for p in pools))
+    return FastCNN(num_classes, in_channels, tuple(widths), tuple(bool(p) for p in pools), flip_tta)

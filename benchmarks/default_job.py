@@ -1,0 +1,78 @@
+"""The default job measured as a user runs it: the recipe with several seeds, one after the other, each a fresh
+``composer recipes/train.py`` process; final test accuracy and training wall-clock with 95% intervals.
+
+    .venv/bin/python -m benchmarks.default_job [--recipe yamls/fashion_mnist/fast_cnn.yaml] [--seeds 17 1 2]
+        [--runs-root runs/default-job] [--out benchmarks/results/default_job.md] [KEY=VALUE ...]
+
+Finished seeds are read back, not trained again (delete ``<runs-root>/seed<s>`` to retrain one). The goal stated by
+the project: >= 92% test accuracy in <= 3 minutes of training on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from benchmarks.intervals import mean_interval
+from benchmarks.markdown import table
+from benchmarks.records import is_finished
+from benchmarks.standalone import REPO, emit
+
+log = logging.getLogger('benchmarks.default_job')
+ACC = 'eval/MulticlassAccuracy'
+GOAL_ACC, GOAL_S = 0.92, 180.0
+
+
+def run_seed(recipe: str, seed: int, folder: Path, overrides: list[str]) -> dict[str, Any]:
+    if not is_finished(folder):
+        cmd = [str(REPO / '.venv/bin/composer'), 'recipes/train.py', '-f', recipe, f'seed={seed}',
+               f'run_dir={folder}', 'progress_bar=false', *overrides]
+        log.info('seed %d: %s', seed, ' '.join(cmd))
+        subprocess.run(cmd, cwd=REPO, check=True)
+    return json.loads((folder / 'summary.json').read_text())
+
+
+def render(recipe: str, rows: list[tuple[int, dict[str, Any]]], machine: dict[str, Any], cmd: str) -> str:
+    acc = mean_interval([r['final_metrics'][ACC] for _, r in rows])
+    train = mean_interval([r['train_wct_s'] for _, r in rows])
+    total = mean_interval([r['total_wct_s'] for _, r in rows])
+    ok_acc, ok_time = acc.mean >= GOAL_ACC, train.mean <= GOAL_S
+    lines = ['# The default job, measured', '', f'Command: `{cmd}`', '',
+             f"Machine: {machine.get('cpu')} ({machine.get('cores')} cores), {machine.get('device')}, torch "
+             f"{machine.get('torch')}, Composer {machine.get('composer')}; {machine.get('date')}. One run at a time.",
+             '', f'Recipe `{recipe}`.', '']
+    cells = [[s, f"{100 * r['final_metrics'][ACC]:.2f}", f"{r['train_wct_s']:.1f}", f"{r['total_wct_s']:.1f}"]
+             for s, r in rows]
+    lines += table(['seed', 'test accuracy (%)', 'training wall-clock (s)', 'with evaluation (s)'],
+                   cells + [['mean [95% CI]', acc.fmt(2, 100), train.fmt(1), total.fmt(1)]])
+    lines += ['',
+              f"Goal >= {100 * GOAL_ACC:.0f}% test accuracy: {'met' if ok_acc else 'not met'} (mean); training in "
+              f"<= {GOAL_S:.0f} s: {'met' if ok_time else 'not met'} (mean).", '']
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    p = argparse.ArgumentParser(prog='python -m benchmarks.default_job', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--recipe', default='yamls/fashion_mnist/fast_cnn.yaml')
+    p.add_argument('--seeds', type=int, nargs='+', default=[17, 1, 2])
+    p.add_argument('--runs-root', default='runs/default-job')
+    p.add_argument('--out', help='also write the markdown result here')
+    p.add_argument('overrides', nargs='*', help='recipe overrides, KEY=VALUE')
+    args = p.parse_args(argv)
+    from benchmarks.machine import machine_info
+
+    rows = [(s, run_seed(args.recipe, s, Path(args.runs_root).resolve() / f'seed{s}', args.overrides))
+            for s in args.seeds]
+    cmd = ' '.join(['.venv/bin/python -m benchmarks.default_job', *(argv if argv is not None else sys.argv[1:])])
+    emit(render(args.recipe, rows, machine_info(), cmd), args.out)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
