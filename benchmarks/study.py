@@ -1,7 +1,7 @@
 """Run a study (a set of recipes, teachers before students) or print its commands for GPU nodes.
 
-    .venv/bin/python -m benchmarks.study benchmarks/studies/fashion_mnist.yaml                   # run what is missing
-    .venv/bin/python -m benchmarks.study benchmarks/studies/fashion_mnist.yaml --print-commands  # shell lines instead
+    .venv/bin/python -m benchmarks.study benchmarks/studies/fashion_mnist_long.yaml              # run what is missing
+    .venv/bin/python -m benchmarks.study benchmarks/studies/fashion_mnist_long.yaml --print-commands  # shell lines
     .venv/bin/python -m benchmarks.study STUDY.yaml --only kd-kl-2ep [--set train_loader.subset=6000] [--runs-root DIR]
     .venv/bin/python -m benchmarks.study STUDY.yaml --dask local:4   # or gpus:8, or tcp://HOST:8786 (a Dask cluster)
 
@@ -227,7 +227,7 @@ def main(argv: Optional[list[str]] = None, runner: Runner = run_in_process) -> i
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     p = argparse.ArgumentParser(prog='python -m benchmarks.study', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('study', help='study YAML, e.g. benchmarks/studies/fashion_mnist.yaml')
+    p.add_argument('study', help='study YAML, e.g. benchmarks/studies/fashion_mnist_long.yaml')
     p.add_argument('--print-commands', action='store_true', help='print the shell commands instead of running')
     p.add_argument('--only', nargs='+', metavar='NAME', help='only these runs (and the unfinished runs they need)')
     p.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE', help='overrides added to every run')
