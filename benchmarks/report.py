@@ -276,7 +276,7 @@ def build(runs: str, study_path: str, out: str) -> dict[str, Any]:
     (out_dir / 'report.md').write_text(render(r, found, cmd, regen))
     numbers = {'study': study.name, 'seeds': r.seeds, 'command': cmd,
                'findings': [f.__dict__ for f in found],
-               'target': r.targets().__dict__ if r.targets() else None,
+               'target': target.__dict__ if (target := r.targets()) else None,
                'runs': {n: st.as_dict() for n in r.names() if (st := r.stats(n)) is not None}}
     (out_dir / 'summary.json').write_text(json.dumps(numbers, indent=2, default=str) + '\n')
     if Path(runs).resolve() != (out_dir / 'runs').resolve():

@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Optional
 
-
 from omegaconf import OmegaConf
 
 from benchmarks.records import MACHINE_FILE, MANIFEST_FILE, is_finished

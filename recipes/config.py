@@ -108,6 +108,7 @@ def merge_yaml(path: str | os.PathLike, overrides: list[str] | None, key: str = 
 
 
 def resolve_merged(path: Path, cfg: DictConfig) -> dict[str, Any]:
+    """``cfg`` (from :func:`merge_yaml`) as a plain dict, interpolations resolved; a ConfigError names ``path``."""
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as e:

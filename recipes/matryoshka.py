@@ -22,7 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
-
 from algorithms.callbacks import checkpoint_record  # noqa: E402
 from algorithms.callbacks.run_record import LATEST_CHECKPOINT as CHECKPOINT  # noqa: E402
 from algorithms.callbacks.run_record import MANIFEST_FILE, SUMMARY_FILE  # noqa: E402

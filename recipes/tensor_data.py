@@ -24,10 +24,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 __all__ = ['InMemoryImages', 'EpochBatches', 'BatchLoader', 'epoch_generator']
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device | str = 'cpu') -> torch.Generator:
-    """A generator seeded by ``(seed, epoch)`` through NumPy's ``SeedSequence`` (independent streams per epoch)."""
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator seeded by ``(seed, epoch)`` through NumPy's ``SeedSequence`` (independent streams per epoch);
+    the draws are moved to the data's device with the batch."""
     state = int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-    return torch.Generator(device=device).manual_seed(state)
+    return torch.Generator().manual_seed(state)
 
 
 class InMemoryImages(Dataset):
@@ -78,7 +79,9 @@ class EpochBatches(DistributedSampler):
 
     The order (a permutation drawn from ``epoch_generator(seed, epoch)`` with ``shuffle``, else the examples' order)
     is cut into global batches of ``batch_size * world``, and rank ``r`` takes every ``world``-th example of each;
-    ``drop_last`` drops the incomplete last global batch. With ``augment`` the same generator draws each image's
+    ``drop_last`` drops the incomplete last global batch. Without it, the order is padded as ``DistributedSampler``
+    pads (the first examples repeated up to a multiple of ``world``, so every rank runs as many batches), and the
+    padding lands last on the last ranks, where Composer's evaluation drops it (``total_size - len(dataset)``). With ``augment`` the same generator draws each image's
     crop offsets in ``[0, 2 * pad]`` and flip. A ``DistributedSampler`` only so that Composer calls
     :meth:`set_epoch`; it needs no process group.
     """
@@ -94,6 +97,9 @@ class EpochBatches(DistributedSampler):
         step = self.batch_size * self.num_replicas
         if self.drop_last:
             order = order[:self.n // step * step]
+        elif self.num_replicas > 1:  # as DistributedSampler: repeat the first examples up to a multiple of world
+            padding = (self.num_replicas - self.n % self.num_replicas) % self.num_replicas
+            order = torch.cat([order, order[:padding]])
         if self.num_replicas == 1:
             return order
         return torch.cat([order[i:i + step][self.rank::self.num_replicas] for i in range(0, len(order), step)])

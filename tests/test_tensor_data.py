@@ -98,7 +98,11 @@ def test_drop_last_and_ranks_partition_each_global_batch() -> None:
     tail = EpochBatches(ds, 8, shuffle=False, augment=False, drop_last=False)
     assert [len(k[0]) for k in tail] == [8] * 5 + [3] and len(tail) == 6
     evals = [EpochBatches(ds, 8, shuffle=False, augment=False, drop_last=False, world=2, rank=r) for r in (0, 1)]
-    assert sorted(torch.cat([k[0] for e in evals for k in e]).tolist()) == list(range(43))
+    per_rank = [torch.cat([k[0] for k in e]).tolist() for e in evals]
+    assert [len(p) for p in per_rank] == [22, 22] and [len(e) for e in evals] == [3, 3]  # equal work per rank
+    # padded as DistributedSampler (total_size 44): example 0 again, last on the last rank, where Composer drops it
+    assert evals[1].total_size == 44 and per_rank[1][-1] == 0
+    assert sorted(per_rank[0] + per_rank[1][:-1]) == list(range(43))
 
 
 def test_subset_downsample_and_indices_select_the_same_examples(fmnist_root) -> None:
