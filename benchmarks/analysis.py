@@ -127,11 +127,13 @@ def _lr(run: RunFiles) -> Optional[float]:
 
 
 def analyse(study: Study, runs_root: str, runs: Optional[dict[str, RunFiles]] = None,
-            manifests: Optional[dict[str, dict[str, Any]]] = None) -> Analysis:
-    """Read (or take) the records under ``runs_root`` and compute every run's numbers against the study baseline."""
+            manifests: Optional[dict[str, dict[str, Any]]] = None,
+            teacher_runs: Optional[dict[str, RunFiles]] = None) -> Analysis:
+    """Read (or take) the records under ``runs_root`` and compute every run's numbers against the study baseline.
+    ``teacher_runs``: records of teachers trained outside the study (e.g. a separate sweep), for their cost only."""
     runs = load_runs(runs_root) if runs is None else runs
     manifests = load_manifests(runs_root) if manifests is None else manifests
-    index = TeacherIndex.build(runs, manifests.values())
+    index = TeacherIndex.build({**(teacher_runs or {}), **runs}, manifests.values())
     tags = {r.name: list(r.tags) for r in study.runs}
     matryoshka_entries = {r.name: r for r in study.runs if r.kind == 'matryoshka'}
     metric = study.metric

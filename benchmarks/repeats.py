@@ -122,15 +122,19 @@ class Repeats:
         return mean_interval(vals) if vals else None
 
 
-def load_repeats(study: Study, runs_root: str) -> Repeats:
+def load_repeats(study: Study, runs_root: str, teachers_root: Optional[str] = None) -> Repeats:
     """Analyse every seed of ``study`` from the records under ``runs_root`` (``<runs_root>/seed<s>/...``); a study
-    without seeds is one replica read from ``runs_root`` itself."""
+    without seeds is one replica read from ``runs_root`` itself. ``teachers_root`` holds the records of teachers
+    trained by another study (their training time counts as teacher cost)."""
+    from benchmarks.records import load_runs
+
     by_seed: dict[int, Analysis] = {}
     roots: dict[int, str] = {}
+    teacher_runs = load_runs(teachers_root) if teachers_root else None
     for i, replica in enumerate(study.replicas()):
         seed = replica.seed if replica.seed is not None else i
         roots[seed] = seed_root(runs_root, replica.seed) if replica.seed is not None else runs_root
-        by_seed[seed] = analyse(replica, roots[seed])
+        by_seed[seed] = analyse(replica, roots[seed], teacher_runs=teacher_runs)
     return Repeats(study=study, by_seed=by_seed, roots=roots)
 
 

@@ -24,7 +24,8 @@ from recipes import models, registry
 from recipes.algorithm_factories import algorithm_table
 from recipes.checkpoint_safety import check_checkpoint, use_weights_only_checkpoint_loading
 from recipes.config import validate_top_level
-from recipes.data import build_dataloader, build_dataset, check_data, dataset_info, resolve_options
+from recipes.data import (build_dataloader, build_dataset, check_data, check_model_fits_loader, dataset_info,
+                          resolve_options)
 from recipes.errors import ConfigError
 from recipes.teachers import TeacherRegistry
 
@@ -61,6 +62,8 @@ def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) 
         check_checkpoint('load_path', cfg['load_path'])
     reproducibility.seed_all(cfg['seed'])  # the model's initial weights depend on the seed, not on what ran before
     model = models.build_model(**cfg['model'])
+    for key in loaders:
+        check_model_fits_loader(model, cfg[key], key)
     optimizer = registry.build_named('optimizer', registry.OPTIMIZERS, cfg['optimizer'], model.parameters())
     schedulers = []
     if cfg['scheduler'] is not None:

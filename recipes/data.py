@@ -38,6 +38,7 @@ from recipes.config import REQUIRED, check_type
 from recipes.errors import ConfigError
 
 __all__ = ['DATASETS', 'DATASET_OPTIONS', 'DatasetSpec', 'register_dataset', 'CifarPickle', 'check_data',
+           'check_model_fits_loader',
            'build_dataset', 'build_dataloader', 'resolve_options', 'dataset_info']
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ _COMMON: dict[str, tuple[tuple[type, ...], Any]] = {
     'downsample_seed': ((int,), 0),
     'indices': ((bool,), False),
 }
+COMMON_OPTIONS = _COMMON  # for datasets registered from other modules (e.g. recipes/glue_data.py)
 # in_memory: None means True (the images as one tensor, augmented by whole batches: recipes/tensor_data.py).
 _TORCHVISION = {**_COMMON, 'download': ((bool,), False), 'in_memory': ((bool, NoneType), None)}
 _IMAGENET = {**_COMMON, 'path': ((str,), REQUIRED), 'image_size': ((int,), 224)}
@@ -108,9 +110,9 @@ def resolve_options(cfg: Mapping[str, Any], key: str = 'loader') -> dict[str, An
         opts['downsample'] = resolve_fractions(opts['downsample'], dataset.info.get('num_classes'), f'{key}.downsample')
     train = opts['split'] == 'train'
     for opt in ('augment', 'shuffle', 'drop_last'):
-        if opts[opt] is None:
+        if opt in opts and opts[opt] is None:
             opts[opt] = train
-    if opts['pin_memory'] is None:
+    if opts.get('pin_memory', False) is None:
         opts['pin_memory'] = torch.cuda.is_available()
     if 'in_memory' in opts:
         if opts['in_memory'] is None:
@@ -139,12 +141,21 @@ def check_data(cfg: Mapping[str, Any], key: str) -> None:
     for module, extra in spec.needs:
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f'{key}.dataset: {opts["dataset"]} needs {extra}: pip install {extra}')
+    if spec.check is not None:
+        spec.check(opts, key)
     if opts.get('download'):
         return
     path = Path(opts['path'])
     for expected in spec.files(path, opts['split']):
         if not expected.exists():
             raise ConfigError(f'{key}.path: {str(path)!r} lacks {opts["dataset"]} data: expected {expected}{spec.hint}')
+
+
+def check_model_fits_loader(model: Any, cfg: Mapping[str, Any], key: str) -> None:
+    """Run the dataset's ``fits`` check on the built model (e.g. a sequence length beyond the model's limit)."""
+    spec = DATASETS[cfg['dataset']]
+    if spec.fits is not None:
+        spec.fits(model, resolve_options(cfg, key), key)
 
 
 class CifarPickle(Dataset):
@@ -257,6 +268,10 @@ class DatasetSpec:
         collate: ``fn(resolved options) -> collate_fn`` (e.g. masked-LM masking), or None for the default.
         needs: ``(module, pip name)`` pairs of optional dependencies.
         hint: appended to a missing-data error (how to prepare the data).
+        check: ``fn(resolved options, key)`` raising ConfigError: checks beyond types (e.g. the tokenizer loads).
+        fits: ``fn(model, resolved options, key)`` raising ConfigError when the built model cannot take the data.
+        loader: ``fn(resolved options, per-rank batch size, key, seed, device) -> DataLoader`` for a dataset that
+            builds its own loader (in-memory text); None for the default ``DataLoader`` over ``build``.
     """
 
     options: Options
@@ -268,6 +283,9 @@ class DatasetSpec:
     collate: Callable[[Mapping[str, Any]], Callable] | None = None
     needs: tuple[tuple[str, str], ...] = ()
     hint: str = ''
+    check: Callable[[Mapping[str, Any], str], Any] | None = None
+    fits: Callable[[Any, Mapping[str, Any], str], None] | None = None
+    loader: Callable[..., DataLoader] | None = None
 
 
 _PREPARE = ' (run `make data` or `python -m recipes.prepare_data`)'
@@ -358,19 +376,21 @@ def build_dataloader(cfg: Mapping[str, Any], batch_size: int, key: str = 'loader
     opts = resolve_options(cfg, key)
     spec = DATASETS[opts['dataset']]
     generator = torch.Generator().manual_seed(seed)  # DataLoader iterators draw their worker seed from it
+    if spec.loader is not None:
+        return spec.loader(opts, batch_size, key, seed, device)
     if opts.get('in_memory'):
         return _in_memory_loader(opts, batch_size, key, seed, device, generator)
     dataset = build_dataset(opts, batch_size)
     sampler = None
     if not spec.shards_itself:
         sampler = dist.get_sampler(dataset, shuffle=opts['shuffle'], drop_last=opts['drop_last'], seed=seed)
-    workers = opts['num_workers']
+    workers = opts.get('num_workers', 0)
     log.info('%s: %s/%s, %s examples, batch %d per rank', key, opts['dataset'], opts['split'],
              len(dataset) if hasattr(dataset, '__len__') else '?', batch_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=opts['drop_last'],
                       num_workers=workers, pin_memory=opts['pin_memory'], generator=generator,
                       collate_fn=spec.collate(opts) if spec.collate else None,
-                      persistent_workers=opts['persistent_workers'] and workers > 0)
+                      persistent_workers=opts.get('persistent_workers', False) and workers > 0)
 
 
 def _in_memory_loader(opts: Mapping[str, Any], batch_size: int, key: str, seed: int,
@@ -391,3 +411,20 @@ def _in_memory_loader(opts: Mapping[str, Any], batch_size: int, key: str, seed: 
              device, len(dataset), batch_size)
     return BatchLoader(dataset, sampler, generator=generator,
                        pin_memory=opts['pin_memory'] and device.type == 'cpu' and torch.cuda.is_available())
+
+
+def _register_text() -> None:
+    """The text datasets live in their own modules (masked-LM corpora, GLUE); they register on import, here, at
+    the end of this module, so that any recipe can name them."""
+    from recipes import text_data
+
+    register_dataset('text_json', DatasetSpec(
+        text_data.TEXT_OPTIONS, build=lambda opts, bs: None, files=text_data.text_json_files,  # type: ignore
+        splits=('train', 'validation', 'test'), check=text_data.check_text_json, fits=text_data.check_text_fits,
+        loader=text_data.text_json_loader,
+        hint=' (run `python -m recipes.prepare_data sotu` for the offline corpus)'))
+    from recipes import glue_data, text_streaming
+    assert glue_data.GLUE_OPTIONS and text_streaming.C4_OPTIONS  # imported to register glue, text_mds and c4
+
+
+_register_text()

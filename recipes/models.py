@@ -17,8 +17,9 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from recipes.architectures import cifar_resnet, convnet, fast_cnn, vgg
+from recipes.architectures import bert, cifar_resnet, convnet, fast_cnn, vgg
 from recipes.errors import ConfigError
+from recipes.glue_models import bert_classifier
 
 if TYPE_CHECKING:
     from composer.models import ComposerClassifier
@@ -87,6 +88,8 @@ def classifier(name: str) -> Callable[..., ComposerClassifier]:
 
 #: Every model a recipe can name -> a builder of its ``ComposerModel``.
 COMPOSER_MODELS: dict[str, Callable[..., Any]] = {name: classifier(name) for name in MODELS}
+COMPOSER_MODELS['bert_mlm'] = bert.bert_mlm  # Hugging Face BertForMaskedLM (recipes/architectures/bert.py)
+COMPOSER_MODELS['bert_classifier'] = bert_classifier  # BertForSequenceClassification for GLUE (recipes/glue_models.py)
 
 
 def register_model(name: str, builder: Callable[..., Any]) -> None:
@@ -143,5 +146,7 @@ def build_model(name: str, **kwargs: Any) -> Any:
 def _built(builder: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     try:
         return builder(**kwargs)
+    except ConfigError:
+        raise
     except ValueError as e:  # options that do not fit together (e.g. fast_cnn's widths and pools)
         raise ConfigError(f'model: {e}') from None

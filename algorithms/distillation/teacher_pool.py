@@ -56,7 +56,8 @@ def teacher_forward(teacher: nn.Module, batch: Any) -> Any:
 
     * a Composer model (``ComposerClassifier``, ``HuggingFaceModel``, ...) is called on the batch as the trainer
       calls the student, ``teacher(batch)`` (a mapping batch loses its ``labels`` key in a copy, so that a Hugging
-      Face teacher does not compute a loss nobody uses);
+      Face teacher does not compute a loss nobody uses, unless the model sets ``forward_uses_labels = True``: a
+      masked LM that predicts only the labelled positions needs them);
     * a plain ``nn.Module`` gets ``batch[0]`` for a tuple/list batch ``(inputs, targets)``, the mapping's entries
       that its ``forward`` accepts as keyword arguments (``labels`` excluded) for a mapping batch, or the batch
       itself otherwise.
@@ -65,7 +66,8 @@ def teacher_forward(teacher: nn.Module, batch: Any) -> Any:
     :func:`~algorithms.distillation.extract_logits`).
     """
     if _is_composer_model(teacher):
-        outputs = teacher(_inputs_without_labels(batch) if isinstance(batch, Mapping) else batch)
+        keep = getattr(teacher, 'forward_uses_labels', False) or not isinstance(batch, Mapping)
+        outputs = teacher(batch if keep else _inputs_without_labels(batch))
     elif isinstance(batch, Mapping):
         inputs = _inputs_without_labels(batch)
         params = inspect.signature(teacher.forward).parameters.values()
