@@ -2,14 +2,15 @@
 
     .venv/bin/python -m benchmarks.study benchmarks/studies/bert_sotu_teachers.yaml     # the A1..A4 teacher sweep
     .venv/bin/python -m benchmarks.study benchmarks/studies/bert_sotu.yaml              # baseline / KD-30% / KD-100%
-    .venv/bin/python -m benchmarks.bert_study finetune --study benchmarks/studies/bert_sotu.yaml
+    .venv/bin/python -m benchmarks.bert_study finetune --study benchmarks/studies/bert_sotu.yaml --only kd-kl-30
     .venv/bin/python -m benchmarks.bert_study report --study benchmarks/studies/bert_sotu.yaml \\
         --runs runs/study-bert --teachers runs/study-bert-teachers --out benchmarks/results/bert_sotu
 
 ``finetune`` fine-tunes the pre-training checkpoints of every seed on the SST-2-style task (``yamls/glue/
-sst2_local_tiny.yaml``, fixed in advance, no distillation): the students' checkpoints at 50, 60, ..., 100% of
-pre-training and the baseline's final one, each into ``<runs_root>/seed<s>/finetune/<run>/ba<step>/``; a fine-tune
-whose ``summary.json`` says finished is skipped, so the command resumes.
+sst2_local_tiny.yaml``, fixed in advance, no distillation): the students' checkpoints at 50, 60, 70, 80 and 100% of
+pre-training (``--fractions``; ``--only`` names the students, all by default) and the baseline's final one, each into
+``<runs_root>/seed<s>/finetune/<run>/ba<step>/``; a fine-tune whose ``summary.json`` says finished is skipped, so the
+command resumes.
 
 ``report`` reads only run records. MLM: time-to-target on the baseline's final MLM accuracy, per seed, with the
 benchmarks' core (:mod:`benchmarks.repeats`). Fine-tuned: each student checkpoint is a point (its pre-training
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import shlex
 import sys
@@ -31,6 +33,7 @@ from typing import Any, Optional
 
 from benchmarks.intervals import RULE, mean_interval
 from benchmarks.markdown import table
+from benchmarks.plots import plot_accuracy_vs_time
 from benchmarks.records import copy_records, is_finished, load_machines, load_run, load_runs
 from benchmarks.repeats import SPEEDUP_RULE, Repeats, load_repeats, threshold_verdict
 from benchmarks.report import num, pct, run_table
@@ -41,8 +44,10 @@ log = logging.getLogger('benchmarks.bert_study')
 
 FINETUNE_RECIPE = 'yamls/glue/sst2_local_tiny.yaml'
 FINETUNE_METRIC = 'eval/Accuracy'
-FRACTIONS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+FRACTIONS = (0.5, 0.6, 0.7, 0.8, 1.0)
 GOAL_MLM, GOAL_FINETUNED = 1.2, 1.4  # the seed's 1.20x and 1.42x for KD during the first 30% of BERT-base training
+PLOT = 'mlm_accuracy_vs_time.png'
+FINETUNE_DIR = 'finetune'  # <runs_root>/seed<s>/finetune/<run>/ba<step>/
 _CKPT = re.compile(r'-ba(?P<step>\d+)-rank0\.pt$')
 
 
@@ -67,13 +72,16 @@ def checkpoints(run_dir: Path) -> dict[int, Path]:
     return found
 
 
-def finetune_jobs(study: Study, runs_root: str, fractions: tuple[float, ...] = FRACTIONS) -> list[FinetuneJob]:
+def finetune_jobs(study: Study, runs_root: str, fractions: tuple[float, ...] = FRACTIONS,
+                  runs: Optional[list[str]] = None) -> list[FinetuneJob]:
     """The checkpoints to fine-tune, seed by seed (interleaved as the study ran): for the baseline its last one, for
-    every other run those at ``fractions`` of its steps (the nearest saved checkpoint)."""
+    every other run (of ``runs``, default all) those at ``fractions`` of its steps (the nearest saved checkpoint)."""
     jobs = []
     for replica in study.replicas():
         root = Path(seed_root(runs_root, replica.seed) if replica.seed is not None else runs_root)
         for run in replica.runs:
+            if runs is not None and run.name not in runs and run.name != study.baseline:
+                continue
             found = checkpoints(root / run.name)
             if not found:
                 log.warning('%s: no checkpoints under %s', run.name, root / run.name / 'checkpoints')
@@ -82,7 +90,7 @@ def finetune_jobs(study: Study, runs_root: str, fractions: tuple[float, ...] = F
             wanted = [1.0] if run.name == study.baseline else list(fractions)
             steps = sorted({min(found, key=lambda s: abs(s - f * last)) for f in wanted})
             jobs += [FinetuneJob(replica.seed if replica.seed is not None else 0, run.name, s, found[s],
-                                 root / 'finetune' / run.name / f'ba{s}') for s in steps]
+                                 root / FINETUNE_DIR / run.name / f'ba{s}') for s in steps]
     return jobs
 
 
@@ -101,9 +109,10 @@ def run_finetune(job: FinetuneJob, recipe: str = FINETUNE_RECIPE, extra: Optiona
         trainer.close()
 
 
-def finetune(study: Study, runs_root: str, recipe: str = FINETUNE_RECIPE, extra: Optional[list[str]] = None) -> int:
+def finetune(study: Study, runs_root: str, recipe: str = FINETUNE_RECIPE, extra: Optional[list[str]] = None,
+             fractions: tuple[float, ...] = FRACTIONS, runs: Optional[list[str]] = None) -> int:
     """Run every unfinished fine-tune of the study; returns the number run."""
-    jobs = finetune_jobs(study, runs_root)
+    jobs = finetune_jobs(study, runs_root, fractions, runs)
     todo = [j for j in jobs if not is_finished(j.out)]
     log.info('%d fine-tunes, %d to run', len(jobs), len(todo))
     for i, job in enumerate(todo, 1):
@@ -131,7 +140,8 @@ def finetune_series(study: Study, runs_root: str, metric: str = FINETUNE_METRIC)
         root = Path(seed_root(runs_root, replica.seed) if replica.seed is not None else runs_root)
         for run in replica.runs:
             pre = load_run(root / run.name, run.name) if (root / run.name).is_dir() else None
-            tuned = load_runs(root / 'finetune' / run.name) if (root / 'finetune' / run.name).is_dir() else {}
+            folder = root / FINETUNE_DIR / run.name
+            tuned = load_runs(folder) if folder.is_dir() else {}
             if pre is None or not tuned:
                 continue
             wct = {int(e['step']): float(e['train_wct_s']) for e in pre.evals}
@@ -216,7 +226,7 @@ def findings(r: Repeats, stats: dict[str, dict[str, Any]], study: Study) -> list
         if st is None:
             continue
         v, iv = threshold_verdict(st, 'speedup', goal)
-        out.append(f'- **{name} reaches the baseline\'s {what} >= {goal}x faster** (the seed: 1.20x for KD-30%): '
+        out.append(f'- **{name} reaches the baseline\'s {what} >= {goal}x faster** (the seed\'s KD-30%: 1.20x): '
                    f'**{v}**. Speedup {iv.fmt(2) + "x" if iv else f"reached in {st.reached} of {st.n} seeds"}; '
                    f'per seed {", ".join("n/a" if x is None else f"{x:.2f}x" for x in st.speedup)}.')
     for name in ('kd-kl-30', 'kd-kl-100'):
@@ -225,8 +235,8 @@ def findings(r: Repeats, stats: dict[str, dict[str, Any]], study: Study) -> list
             continue
         v, iv = threshold_verdict(SimpleNamespace(speedup=st['speedup']), 'speedup', GOAL_FINETUNED)
         reached, n = sum(t is not None for t in st['ttt']), len(st['seeds'])
-        out.append(f'- **{name} reaches the baseline\'s fine-tuned score >= {GOAL_FINETUNED}x faster** (the seed: '
-                   f'1.42x for KD-30% on GLUE): **{v}**. Speedup '
+        out.append(f'- **{name} reaches the baseline\'s fine-tuned score >= {GOAL_FINETUNED}x faster** (the seed\'s '
+                   f'KD-30% on GLUE: 1.42x): **{v}**. Speedup '
                    f'{iv.fmt(2) + "x" if iv else f"reached in {reached} of {n} seeds"}; per seed '
                    f'{", ".join("n/a" if x is None else f"{x:.2f}x" for x in st["speedup"])}.')
     for a, b in (('kd-kl-30', 'baseline'), ('kd-kl-100', 'baseline'), ('kd-kl-30', 'kd-kl-100')):
@@ -236,6 +246,19 @@ def findings(r: Repeats, stats: dict[str, dict[str, Any]], study: Study) -> list
             out.append(f'- Final MLM accuracy, {a} minus {b}: {iv.fmt(2, 100.0)} points: **{verdict(iv)}** '
                        '(a positive difference holds when the interval excludes 0).')
     return out
+
+
+def noise_note(stats: dict[str, dict[str, Any]], baseline: str, n_eval: int = 1000) -> str:
+    """How much one fine-tune's accuracy moves by the draw of its ``n_eval`` validation sentences alone."""
+    finals = [v for v in stats.get(baseline, {}).get('final', []) if v is not None]
+    if not finals:
+        return ''
+    p = sum(finals) / len(finals)
+    se = 100 * math.sqrt(p * (1 - p) / n_eval)
+    return (f'One fine-tune\'s accuracy on {n_eval:,} validation sentences has a sampling standard error of about '
+            f'{se:.1f} points (binomial, at the baseline\'s {100 * p:.1f}%), before any variation of training: '
+            'differences between checkpoints of that size are noise, and a time-to-target read off such a curve moves '
+            'with it.')
 
 
 def render(r: Repeats, stats: dict[str, dict[str, Any]], series: dict[str, FinetuneSeries], teachers: str,
@@ -248,9 +271,9 @@ def render(r: Repeats, stats: dict[str, dict[str, Any]], series: dict[str, Finet
         f'Generated with `{cmd}`; regenerate from the committed records with', '', '```', regen, '```', '',
         '## The study', '', s.description.strip(), '',
         f'Fine-tuning (no distillation): `{FINETUNE_RECIPE}` on the SST-2-style task (Rotten Tomatoes snippets, '
-        f'9,568 training and 1,000 validation sentences), accuracy on its validation split, the same recipe and seed '
-        'for every checkpoint. A student\'s checkpoints at 50-100% of pre-training and the baseline\'s final one '
-        'were fine-tuned.', '',
+        f'9,568 training and 1,000 validation sentences, 2 epochs), accuracy on its validation split, the same recipe '
+        'and seed for every checkpoint of a seed. The fine-tuned checkpoints are listed by step in the table below '
+        '(the baseline\'s final one, the students\' at fractions of pre-training).', '',
         '## Rules', '',
         f'- **MLM target** per seed: the final MLM accuracy of that seed\'s `{s.baseline}` (masked positions of the '
         f'held-out addresses); over the seeds {pct(r.targets())}%. **Fine-tuned target** per seed: the fine-tuned '
@@ -264,8 +287,10 @@ def render(r: Repeats, stats: dict[str, dict[str, Any]], series: dict[str, Finet
         'one). The "incl. teachers" column adds the training time of all four sweep runs (the pool chose among them); '
         'in the Iterated Runs setting the sweep is run anyway and the plain speedup applies.', '',
         '## Pre-training (masked-LM accuracy on the test addresses; mean [95% CI] over seeds)', '', run_table(r), '',
+        f'Seed {r.seeds[0]}\'s pre-training runs, MLM accuracy against training wall-clock (Pareto front of final points):',
+        '', f'![MLM accuracy vs wall-clock]({PLOT})', '',
         '## Fine-tuned on the SST-2-style task (accuracy on its validation split)', '',
-        finetune_table(series, stats), '',
+        finetune_table(series, stats), '', noise_note(stats, s.baseline), '',
         '## Where the runs came from', '',
         *table(['seed', 'when', 'cpu', 'cores', 'torch', 'composer', 'runs'], machines), ''])
 
@@ -273,6 +298,8 @@ def render(r: Repeats, stats: dict[str, dict[str, Any]], series: dict[str, Finet
 def build_report(study_path: str, runs: str, out: str, teachers_root: Optional[str]) -> dict[str, Any]:
     study = load_study(study_path)
     r = load_repeats(study, runs, teachers_root)
+    for analysis in r.by_seed.values():  # the fine-tunes live under the seeds' roots: not pre-training runs
+        analysis.results = {k: v for k, v in analysis.results.items() if not k.startswith(f'{FINETUNE_DIR}/')}
     series = finetune_series(study, runs)
     stats = finetune_stats(series, study.baseline)
     teachers, best = teacher_table(teachers_root, study.metric)
@@ -286,6 +313,7 @@ def build_report(study_path: str, runs: str, out: str, teachers_root: Optional[s
     if teachers_root:
         regen = regen.replace(f'--teachers {shlex.quote(teachers_root)}',
                               f'--teachers {shlex.quote(out.rstrip("/") + "/teachers")}')
+    plot_accuracy_vs_time(r.by_seed[r.seeds[0]], out_dir / PLOT)
     (out_dir / 'report.md').write_text(render(r, stats, series, teachers, best, cmd, regen))
     summary = {'study': study.name, 'seeds': r.seeds, 'command': cmd, 'best_teacher': best,
                'mlm': {n: st.as_dict() for n in r.names() if (st := r.stats(n)) is not None},
@@ -309,6 +337,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     f.add_argument('--runs-root', default=None, help="default: the study's runs_root")
     f.add_argument('--recipe', default=FINETUNE_RECIPE)
     f.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='overrides for every fine-tune')
+    f.add_argument('--fractions', nargs='+', type=float, default=list(FRACTIONS),
+                   help='fractions of pre-training whose checkpoints are fine-tuned (default: %(default)s)')
+    f.add_argument('--only', nargs='+', default=None, metavar='RUN',
+                   help="fine-tune only these runs' checkpoints (and the baseline's final one)")
     rp = sub.add_parser('report', help='write the report from the run records')
     rp.add_argument('--study', required=True)
     rp.add_argument('--runs', required=True)
@@ -318,7 +350,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         study = load_study(args.study)
         if args.command == 'finetune':
-            finetune(study, args.runs_root or study.runs_root, args.recipe, args.set)
+            finetune(study, args.runs_root or study.runs_root, args.recipe, args.set, tuple(args.fractions), args.only)
         else:
             if not Path(args.runs).is_dir():
                 sys.stderr.write(f'error: --runs: no such folder: {args.runs}\n')

@@ -18,6 +18,7 @@ checked by torchvision when ``download: true`` fetches it.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import os
@@ -423,8 +424,8 @@ def _register_text() -> None:
         splits=('train', 'validation', 'test'), check=text_data.check_text_json, fits=text_data.check_text_fits,
         loader=text_data.text_json_loader,
         hint=' (run `python -m recipes.prepare_data sotu` for the offline corpus)'))
-    from recipes import glue_data, text_streaming
-    assert glue_data.GLUE_OPTIONS and text_streaming.C4_OPTIONS  # imported to register glue, text_mds and c4
+    for module in ('recipes.glue_data', 'recipes.text_streaming'):  # they register glue, text_mds and c4
+        importlib.import_module(module)
 
 
 _register_text()
