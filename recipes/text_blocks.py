@@ -7,16 +7,45 @@ BERT's special tokens): no padding, every position carries text. The tail that d
 """
 from __future__ import annotations
 
+import gzip
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from recipes.errors import ConfigError
 
-__all__ = ['read_json_lines', 'tokenize_documents', 'pack_blocks', 'text_blocks']
+__all__ = ['open_text', 'iter_json_texts', 'read_json_lines', 'tokenize_documents', 'pack_blocks', 'text_blocks']
+
+
+def open_text(path: str | Path) -> IO[str]:
+    """A JSON-lines file opened as text (``.gz``: through gzip, as C4's files are published)."""
+    path = Path(path)
+    return gzip.open(path, 'rt', encoding='utf-8') if path.suffix == '.gz' else open(path, encoding='utf-8')
+
+
+def iter_json_texts(paths: Iterable[str | Path], column: str, json_key: str, column_key: str) -> Iterator[str]:
+    """The ``column`` field of every non-blank line of the JSON-lines files ``paths``, in order, read lazily.
+
+    Raises ConfigError for a line that is not JSON (naming ``json_key``) or not an object with a text ``column``
+    (naming ``column_key``; the message names the file, the line and the fields it has).
+    """
+    for path in paths:
+        with open_text(path) as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f'{json_key}: {path} line {number} is not JSON ({e.msg})') from None
+                if not isinstance(row, dict) or not isinstance(row.get(column), str):
+                    fields = ', '.join(row) if isinstance(row, dict) else type(row).__name__
+                    raise ConfigError(f'{column_key}: {path} line {number} has no text column {column!r} '
+                                      f'(it has: {fields})')
+                yield row[column]
 
 
 def read_json_lines(paths: Sequence[str | Path], column: str = 'text', key: str = 'loader') -> list[str]:
@@ -25,25 +54,10 @@ def read_json_lines(paths: Sequence[str | Path], column: str = 'text', key: str 
     Raises ConfigError (naming ``key``) for a missing file, a line that is not a JSON object, or a missing or non-text
     ``column`` (the message names the file, the line and the fields it has).
     """
-    texts: list[str] = []
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
+        if not Path(path).is_file():
             raise ConfigError(f'{key}.path: file not found: {path}')
-        with open(path, encoding='utf-8') as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f'{key}.path: {path} line {number} is not JSON ({e.msg})') from None
-                if not isinstance(row, dict) or not isinstance(row.get(column), str):
-                    fields = ', '.join(row) if isinstance(row, dict) else type(row).__name__
-                    raise ConfigError(f'{key}.text_column: {path} line {number} has no text column {column!r} '
-                                      f'(it has: {fields})')
-                texts.append(row[column])
-    return texts
+    return list(iter_json_texts(paths, column, f'{key}.path', f'{key}.text_column'))
 
 
 def tokenize_documents(tokenizer: Any, texts: Iterable[str], batch: int = 256) -> list[list[int]]:

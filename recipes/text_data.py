@@ -74,19 +74,11 @@ def check_mlm_options(opts: Mapping[str, Any], key: str) -> Any:
 def first_row_has_column(path: Path, column: str, key: str) -> None:
     """A ConfigError naming ``<key>.text_column`` if the first row of the JSON-lines file ``path`` lacks ``column``
     (read before anything trains; every row is checked again when the split is loaded)."""
-    import json
+    from recipes.text_blocks import iter_json_texts
 
-    with open(path, encoding='utf-8') as f:
-        line = next((line for line in f if line.strip()), None)
-    if line is None:
+    first = next(iter_json_texts([path], column, f'{key}.path', f'{key}.text_column'), None)
+    if first is None:
         raise ConfigError(f'{key}.path: {path} is empty')
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f'{key}.path: {path} line 1 is not JSON ({e.msg})') from None
-    if not isinstance(row, dict) or not isinstance(row.get(column), str):
-        fields = ', '.join(row) if isinstance(row, dict) else type(row).__name__
-        raise ConfigError(f'{key}.text_column: {path} has no text column {column!r} (its rows have: {fields})')
 
 
 def check_text_json(opts: Mapping[str, Any], key: str) -> Any:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import gzip
 import json
 import logging
 import os
@@ -33,11 +32,12 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from recipes.errors import ConfigError
+from recipes.text_blocks import iter_json_texts
 
 __all__ = ['CONVERSION_FILE', 'expand_inputs', 'iter_texts', 'block_dtype', 'convert', 'main']
 
@@ -60,31 +60,10 @@ def expand_inputs(patterns: Sequence[str], key: str = '--input') -> list[Path]:
     return files
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.suffix == '.gz':
-        return gzip.open(path, 'rt', encoding='utf-8')
-    return open(path, encoding='utf-8')
-
-
 def iter_texts(paths: Sequence[Path], column: str = 'text', key: str = '--text-column') -> Iterator[str]:
-    """The ``column`` field of every non-blank line of the JSON-lines files ``paths`` (``.gz`` read as gzip), in order.
-
-    Raises ConfigError naming ``key`` for a line that is not a JSON object with a text ``column`` (the file, the line
-    and the fields it has), the way :func:`recipes.text_blocks.read_json_lines` does.
-    """
-    for path in paths:
-        with _open_text(path) as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f'--input: {path} line {number} is not JSON ({e.msg})') from None
-                if not isinstance(row, dict) or not isinstance(row.get(column), str):
-                    fields = ', '.join(row) if isinstance(row, dict) else type(row).__name__
-                    raise ConfigError(f'{key}: {path} line {number} has no text column {column!r} (it has: {fields})')
-                yield row[column]
+    """The ``column`` field of every non-blank line of the JSON-lines files ``paths`` (``.gz`` read as gzip), in order
+    (:func:`recipes.text_blocks.iter_json_texts`; errors name ``--input`` or ``key``)."""
+    return iter_json_texts(paths, column, '--input', key)
 
 
 def block_dtype(vocab_size: int) -> str:

@@ -133,3 +133,14 @@ def test_a_sequence_length_beyond_the_model_is_refused_before_training(tmp_path,
     with pytest.raises(ConfigError, match=r"^train_loader.max_seq_len: 64 is beyond the model's limit of 32 positions"):
         glue.run(spec)
     assert not (tmp_path / 'out').exists()
+
+
+def test_the_committed_driver_specs_load(tmp_path, tok, mlm_checkpoint):
+    """yamls/glue/bert_base.yaml and tiny_local.yaml (base: the first) read as the driver reads them."""
+    repo = Path(__file__).resolve().parents[1]
+    full = glue.load_spec(repo / 'yamls/glue/bert_base.yaml', [f'pretrained={mlm_checkpoint}'])
+    assert full['tasks'] == ['mnli', 'qqp', 'qnli', 'sst2', 'cola', 'stsb', 'mrpc', 'rte']
+    assert str(glue.recipe_path(full, 'rte')).endswith('yamls/glue/rte.yaml')
+    tiny = glue.load_spec(repo / 'yamls/glue/tiny_local.yaml', [f'pretrained={mlm_checkpoint}'])
+    assert tiny['tasks'] == ['sst2'] and tiny['seeds'] == [17, 18, 19] and tiny['out_dir'] == 'runs/glue-tiny-local'
+    assert str(glue.recipe_path(tiny, 'sst2')).endswith('yamls/glue/sst2_local_tiny.yaml')
