@@ -2,6 +2,7 @@
 
     train_loader:
       dataset: fashion_mnist   # fashion_mnist | cifar10 | cifar100 | imagenet_folder | imagenet_mds
+                               # text: text_json | c4 | text_mds (masked LM), glue (recipes/text_*.py, glue_data.py)
       path: data               # the folder `python -m recipes.prepare_data` (`make data`) fills
       split: train
 
@@ -414,13 +415,18 @@ def _in_memory_loader(opts: Mapping[str, Any], batch_size: int, key: str, seed: 
                        pin_memory=opts['pin_memory'] and device.type == 'cpu' and torch.cuda.is_available())
 
 
+def _served_by_loader(opts: Mapping[str, Any], batch_size: int | None) -> Dataset:
+    raise ConfigError(f'dataset {opts["dataset"]!r} is served as whole batches by its own loader, not as a '
+                      'per-example dataset')
+
+
 def _register_text() -> None:
     """The text datasets live in their own modules (masked-LM corpora, GLUE); they register on import, here, at
     the end of this module, so that any recipe can name them."""
     from recipes import text_data
 
     register_dataset('text_json', DatasetSpec(
-        text_data.TEXT_OPTIONS, build=lambda opts, bs: None, files=text_data.text_json_files,  # type: ignore
+        text_data.TEXT_OPTIONS, build=_served_by_loader, files=text_data.text_json_files,
         splits=('train', 'validation', 'test'), check=text_data.check_text_json, fits=text_data.check_text_fits,
         loader=text_data.text_json_loader,
         hint=' (run `python -m recipes.prepare_data sotu` for the offline corpus)'))

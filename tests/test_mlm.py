@@ -257,3 +257,12 @@ def test_bad_text_input_is_one_line_before_anything_starts(text_root, tmp_path, 
         prepare(_cfg(text_root, tmp_path, **extra))
     assert '\n' not in str(e.value)
     assert not (tmp_path / 'run').exists()
+
+
+def test_a_batch_without_masked_positions_has_zero_loss_not_nan():
+    model = _tiny(True)
+    batch = _batch()
+    batch['labels'] = torch.full_like(batch['labels'], IGNORE_INDEX)
+    loss = model.loss(model(batch), batch)
+    assert loss.item() == 0.0
+    loss.backward()  # and it backpropagates (zero gradients)

@@ -110,7 +110,10 @@ def sparse_mlm_class() -> type:
             labels = batch['labels']
             where = labels != -100
             logits = self.model.cls(hidden[where])
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels[where])
+            if where.any():
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels[where])
+            else:  # no masked position (a tiny batch): no signal, rather than the NaN of an empty mean
+                loss = logits.float().sum() * 0.0
             return MaskedLMOutput(loss=loss, logits=logits)
 
         def eval_forward(self, batch: Any, outputs: Optional[Any] = None) -> Any:
