@@ -287,7 +287,8 @@ def render(r: Repeats, stats: dict[str, dict[str, Any]], series: dict[str, Finet
         'one). The "incl. teachers" column adds the training time of all four sweep runs (the pool chose among them); '
         'in the Iterated Runs setting the sweep is run anyway and the plain speedup applies.', '',
         '## Pre-training (masked-LM accuracy on the test addresses; mean [95% CI] over seeds)', '', run_table(r), '',
-        f'Seed {r.seeds[0]}\'s pre-training runs, MLM accuracy against training wall-clock (Pareto front of final points):',
+        f'Seed {r.seeds[0]}\'s pre-training runs, MLM accuracy against training wall-clock (Pareto front of '
+        'final points):',
         '', f'![MLM accuracy vs wall-clock]({PLOT})', '',
         '## Fine-tuned on the SST-2-style task (accuracy on its validation split)', '',
         finetune_table(series, stats), '', noise_note(stats, s.baseline), '',

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 SOURCES = ('hub', 'local')
 MIN_SEQ_LEN = 8
-GLUE_OPTIONS = {**COMMON_OPTIONS, 'task': ((str,), REQUIRED), 'source': ((str,), 'hub'), 'tokenizer': ((str,), REQUIRED),
+GLUE_OPTIONS = {**COMMON_OPTIONS, 'task': ((str,), REQUIRED), 'source': ((str,), 'hub'),
+                'tokenizer': ((str,), REQUIRED),
                 'max_seq_len': ((int,), 128), 'hf_path': ((str,), HUB_PATH)}
 _ALL_SPLITS = tuple(dict.fromkeys(s for t in TASKS.values() for s in t.splits))
 _PREPARE = {'sst2': ' (the SST-2-style task: `python -m recipes.prepare_data rotten_tomatoes --out data`)'}

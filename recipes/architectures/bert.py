@@ -142,7 +142,8 @@ def bert_mlm(config: str = 'bert-base', tokenizer: Optional[str] = None, vocab_s
     cfg = bert_config(config, tokenizer=tokenizer, vocab_size=vocab_size, hidden_size=hidden_size,
                       num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
                       intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings,
-                      hidden_dropout_prob=hidden_dropout_prob, attention_probs_dropout_prob=attention_probs_dropout_prob)
+                      hidden_dropout_prob=hidden_dropout_prob,
+                      attention_probs_dropout_prob=attention_probs_dropout_prob)
     metrics = [LanguageCrossEntropy(ignore_index=-100), MaskedAccuracy(ignore_index=-100)]
     cls = sparse_mlm_class() if sparse_head else HuggingFaceModel
     return cls(BertForMaskedLM(cfg), metrics=metrics, use_logits=True)
