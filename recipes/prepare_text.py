@@ -45,7 +45,8 @@ def _fetch(cmd: list[str], folder: Path, what: str) -> Path:
         subprocess.run(cmd, cwd=folder, check=True, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError) as e:
         detail = getattr(e, 'stderr', '') or str(e)
-        raise RuntimeError(f'{what}: `{" ".join(cmd)}` failed ({detail.strip().splitlines()[-1:]}); download it '
+        last = (detail.strip().splitlines() or [''])[-1]
+        raise RuntimeError(f'{what}: `{" ".join(cmd)}` failed ({last}); download it '
                            'elsewhere and pass it with --source') from e
     archives = sorted(folder.glob('*.t*gz'))
     if not archives:

@@ -8,9 +8,9 @@
       max_seq_len: 128                         # tokens per block, [CLS] and [SEP] included
       mlm_probability: 0.15
 
-The split is read, tokenised and packed into blocks once (:mod:`recipes.text_blocks`), held as one ``int64`` tensor
-on the training device, and served in whole batches like the in-memory images (:mod:`recipes.tensor_data`): an
-epoch's order and every batch's masks (:func:`recipes.mlm_masking.mask_tokens`, BERT's 80/10/10 rule) come from a
+The split is read, tokenised and packed into blocks once per process (:mod:`recipes.text_blocks`), held as one
+``int64`` tensor on the training device, and served in whole batches like the in-memory images
+(:mod:`recipes.tensor_data`): an epoch's order and every batch's masks (:func:`recipes.mlm_masking.mask_tokens`, BERT's 80/10/10 rule) come from a
 generator seeded by ``(seed, epoch)``, so evaluating more often or resuming does not change training. An evaluation
 split is masked the same way every time (the epoch is ignored when ``shuffle`` is false), so its MLM accuracy is
 comparable from one evaluation, and one run, to the next.
@@ -20,6 +20,7 @@ from MDS shards) are in :mod:`recipes.text_streaming`; GLUE tasks in :mod:`recip
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -155,17 +156,29 @@ def text_json_files(path: Path, split: str) -> list[Path]:
     return [path / f'{split}.jsonl']
 
 
+@functools.lru_cache(maxsize=4)
+def _split_blocks(tokenizer: str, file: str, stamp: tuple[int, int], block_len: int, column: str,
+                  key: str) -> torch.Tensor:
+    """The blocks of one split, kept per process (a study's next run in the same process reuses them; ``stamp``,
+    the file's modification time and size, reads a rewritten file again). Callers never modify the tensor."""
+    from recipes.text_blocks import text_blocks
+    from recipes.tokenizer import load_tokenizer
+
+    return text_blocks(load_tokenizer(tokenizer, f'{key}.tokenizer'), [file], block_len, column=column, key=key)
+
+
 def text_json_loader(opts: Mapping[str, Any], batch_size: int, key: str, seed: int,
                      device: torch.device | str | None) -> Any:
     """The ``DataLoader`` of a ``text_json`` split (see the module docstring)."""
     from composer.utils import dist
 
     from recipes.tensor_data import BatchLoader
-    from recipes.text_blocks import text_blocks
 
     tokenizer = check_mlm_options(opts, key)
-    blocks = text_blocks(tokenizer, text_json_files(Path(opts['path']), opts['split']), opts['max_seq_len'],
-                         column=opts['text_column'], key=key)
+    file = text_json_files(Path(opts['path']), opts['split'])[0]
+    stat = file.stat()
+    blocks = _split_blocks(opts['tokenizer'], str(file), (stat.st_mtime_ns, stat.st_size), opts['max_seq_len'],
+                           opts['text_column'], key)
     if opts['subset'] is not None:
         blocks = blocks[:opts['subset']]
     if len(blocks) == 0:
