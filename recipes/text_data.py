@@ -12,8 +12,8 @@ The split is read, tokenised and packed into blocks once per process (:mod:`reci
 ``int64`` tensor on the training device, and served in whole batches like the in-memory images
 (:mod:`recipes.tensor_data`): an epoch's order and every batch's masks (:func:`recipes.mlm_masking.mask_tokens`,
 BERT's 80/10/10 rule) come from a generator seeded by ``(seed, epoch)``, so evaluating more often or resuming does
-not change training. An evaluation split is masked the same way every time (the epoch is ignored when ``shuffle`` is false), so its MLM accuracy is
-comparable from one evaluation, and one run, to the next.
+not change training. An evaluation split is masked the same way every time (the epoch is ignored when ``shuffle`` is
+false), so its MLM accuracy is comparable from one evaluation, and one run, to the next.
 
 The streaming datasets for corpora that do not fit in memory (``c4`` through Hugging Face ``datasets``, ``text_mds``
 from MDS shards) are in :mod:`recipes.text_streaming`; GLUE tasks in :mod:`recipes.glue_data`.
