@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from benchmarks.records import RunFiles, duration_fraction, load_manifests, load_runs
+from benchmarks.records import RunFiles, load_manifests, load_runs
 from benchmarks.speedup import crossing_time, pareto_front, speedup
 from benchmarks.study_spec import Study
 from benchmarks.teacher_cost import TeacherIndex
 
 log = logging.getLogger(__name__)
+Describe = Callable[[RunFiles, list[str]], dict[str, Any]]
 _STUDENT = re.compile(r'^(?P<entry>.+)/g(?P<g>\d+)/m(?P<m>\d+)$')
 
 
@@ -28,13 +29,10 @@ class RunResult:
     name: str
     tags: list[str]
     duration: str
-    series: str                      # plain | KD-KL | KD-MSE | pool <mode> | Matryoshka g<g>
     finished: bool
     curve: list[tuple[float, float]]
-    kd_loss: Optional[str] = None
-    kd_fraction: float = 0.0         # share of training with distillation (0 without a teacher)
-    pool_mode: Optional[str] = None  # single | all | greedy_topk | random_k | random_1 (None without a teacher)
-    k: Optional[int] = None
+    series: str = ''                 # what the run is, as the study's ``describe`` names it; Matryoshka g<g>
+    facts: dict[str, Any] = field(default_factory=dict)      # the rest of what ``describe`` found
     teachers: list[str] = field(default_factory=list)        # the run's direct teachers (run names if known)
     lr: Optional[float] = None
     generation: Optional[int] = None
@@ -60,17 +58,6 @@ class RunResult:
     def final_s(self) -> Optional[float]:
         """Training wall-clock at the last evaluation (the end of the plotted curve)."""
         return self.curve[-1][0] if self.curve else None
-
-    @property
-    def teacher_forwards(self) -> int:
-        """Teacher forward passes per training step while distilling."""
-        if self.pool_mode is None:
-            return 0
-        if self.pool_mode == 'all':
-            return len(self.teachers)
-        if self.pool_mode in ('random_k', 'greedy_topk'):
-            return self.k or len(self.teachers)
-        return 1
 
 
 @dataclass
@@ -107,20 +94,6 @@ class Analysis:
         return best
 
 
-def _kd_facts(run: RunFiles, n_teachers: int) -> dict[str, Any]:
-    kd = run.kd
-    if kd is None:
-        return {'series': 'plain'}
-    loss = str(kd.get('kd_loss', 'kl'))
-    start = duration_fraction(kd.get('start', '0dur'), run.max_duration)
-    end = duration_fraction(kd.get('end', '1dur'), run.max_duration)
-    fraction = (end if end is not None else 1.0) - (start or 0.0)
-    mode = 'single' if n_teachers == 1 else str(kd.get('pool_mode', 'all'))
-    series = f'KD-{loss.upper()}' if mode == 'single' else f'pool {mode}'
-    return {'series': series, 'kd_loss': loss, 'kd_fraction': max(0.0, min(1.0, fraction)), 'pool_mode': mode,
-            'k': kd.get('k')}
-
-
 def _lr(run: RunFiles) -> Optional[float]:
     lr = (run.config.get('optimizer') or {}).get('lr')
     return float(lr) if isinstance(lr, (int, float)) else None
@@ -128,9 +101,11 @@ def _lr(run: RunFiles) -> Optional[float]:
 
 def analyse(study: Study, runs_root: str, runs: Optional[dict[str, RunFiles]] = None,
             manifests: Optional[dict[str, dict[str, Any]]] = None,
-            teacher_runs: Optional[dict[str, RunFiles]] = None) -> Analysis:
+            teacher_runs: Optional[dict[str, RunFiles]] = None, describe: Optional[Describe] = None) -> Analysis:
     """Read (or take) the records under ``runs_root`` and compute every run's numbers against the study baseline.
-    ``teacher_runs``: records of teachers trained outside the study (e.g. a separate sweep), for their cost only."""
+    ``teacher_runs``: records of teachers trained outside the study (e.g. a separate sweep), for their cost only.
+    ``describe(run, its teachers)``: what the study's report needs to know of a run (its ``series`` and any other
+    facts, e.g. the distillation settings); without it every run is in series ``''``."""
     runs = load_runs(runs_root) if runs is None else runs
     manifests = load_manifests(runs_root) if manifests is None else manifests
     index = TeacherIndex.build({**(teacher_runs or {}), **runs}, manifests.values())
@@ -165,9 +140,8 @@ def analyse(study: Study, runs_root: str, runs: Optional[dict[str, RunFiles]] = 
             name = node.name if node is not None and node.name else folder
             if name not in teachers:  # one teacher run named twice is one teacher
                 teachers.append(name)
-        facts = _kd_facts(run, len(teachers))
-        if generation is not None:
-            facts['series'] = f'Matryoshka g{generation}'
+        facts = dict(describe(run, teachers)) if describe else {}
+        series = f'Matryoshka g{generation}' if generation is not None else str(facts.pop('series', ''))
         cost = index.cost(run.teacher_checkpoints)
         ttt = baseline_s if key == study.baseline else (crossing_time(curve, target) if target is not None else None)
         result = RunResult(
@@ -176,7 +150,7 @@ def analyse(study: Study, runs_root: str, runs: Optional[dict[str, RunFiles]] = 
             cpu_s=run.cpu_s, time_to_target=ttt, teacher_s=cost.seconds,
             teacher_runs=[index.nodes[a].name if a in index.nodes and index.nodes[a].name else a
                           for a in cost.ancestors],
-            teacher_missing=cost.missing, **facts,
+            teacher_missing=cost.missing, series=series, facts=facts,
         )
         if baseline_s is not None:
             result.speedup = speedup(baseline_s, ttt)

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 from benchmarks.intervals import RULE, mean_interval
+from benchmarks.kd_runs import kd_facts
 from benchmarks.markdown import table
 from benchmarks.plots import plot_accuracy_vs_time
 from benchmarks.records import copy_records, is_finished, load_machines, load_run, load_runs
@@ -298,7 +299,7 @@ def render(r: Repeats, stats: dict[str, dict[str, Any]], series: dict[str, Finet
 
 def build_report(study_path: str, runs: str, out: str, teachers_root: Optional[str]) -> dict[str, Any]:
     study = load_study(study_path)
-    r = load_repeats(study, runs, teachers_root)
+    r = load_repeats(study, runs, teachers_root, describe=kd_facts)
     for analysis in r.by_seed.values():  # the fine-tunes live under the seeds' roots: not pre-training runs
         analysis.results = {k: v for k, v in analysis.results.items() if not k.startswith(f'{FINETUNE_DIR}/')}
     series = finetune_series(study, runs)

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from benchmarks.analysis import Analysis, RunResult, analyse
+from benchmarks.analysis import Analysis, Describe, RunResult, analyse
 from benchmarks.intervals import Interval, mean_interval, verdict
 from benchmarks.study_spec import Study, seed_root
 
@@ -122,10 +122,12 @@ class Repeats:
         return mean_interval(vals) if vals else None
 
 
-def load_repeats(study: Study, runs_root: str, teachers_root: Optional[str] = None) -> Repeats:
+def load_repeats(study: Study, runs_root: str, teachers_root: Optional[str] = None,
+                 describe: Optional[Describe] = None) -> Repeats:
     """Analyse every seed of ``study`` from the records under ``runs_root`` (``<runs_root>/seed<s>/...``); a study
     without seeds is one replica read from ``runs_root`` itself. ``teachers_root`` holds the records of teachers
-    trained by another study (their training time counts as teacher cost)."""
+    trained by another study (their training time counts as teacher cost); ``describe`` is passed to
+    :func:`benchmarks.analysis.analyse`."""
     from benchmarks.records import load_runs
 
     by_seed: dict[int, Analysis] = {}
@@ -134,7 +136,7 @@ def load_repeats(study: Study, runs_root: str, teachers_root: Optional[str] = No
     for i, replica in enumerate(study.replicas()):
         seed = replica.seed if replica.seed is not None else i
         roots[seed] = seed_root(runs_root, replica.seed) if replica.seed is not None else runs_root
-        by_seed[seed] = analyse(replica, roots[seed], teacher_runs=teacher_runs)
+        by_seed[seed] = analyse(replica, roots[seed], teacher_runs=teacher_runs, describe=describe)
     return Repeats(study=study, by_seed=by_seed, roots=roots)
 
 

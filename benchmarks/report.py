@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from benchmarks.intervals import RULE, Interval, verdict
+from benchmarks.kd_runs import kd_facts
 from benchmarks.markdown import table
 from benchmarks.plots import _pyplot, plot_accuracy_vs_time
 from benchmarks.records import copy_records, load_machines
@@ -262,7 +263,7 @@ def render(r: Repeats, found: list[Finding], cmd: str, regen: str) -> str:
 
 def build(runs: str, study_path: str, out: str) -> dict[str, Any]:
     study = load_study(study_path)
-    r = load_repeats(study, runs)
+    r = load_repeats(study, runs, describe=kd_facts)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = findings(r)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from benchmarks.analysis import analyse
+from benchmarks.kd_runs import kd_facts, teacher_forwards
 from benchmarks.records import copy_records, load_runs
 from benchmarks.report import build, main
 from benchmarks.speedup import best_within, crossing_time, pareto_front, speedup
@@ -163,7 +164,7 @@ def synthetic(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_time_to_target_and_speedups_from_records(synthetic):
     root, study = synthetic
-    a = analyse(load_study(study), str(root))
+    a = analyse(load_study(study), str(root), describe=kd_facts)
     assert a.target == pytest.approx(0.90) and a.baseline_s == pytest.approx(50.0)
     r = a.results
     assert r['teacher-a'].speedup == pytest.approx(1.0)
@@ -176,9 +177,11 @@ def test_time_to_target_and_speedups_from_records(synthetic):
     assert never.best_acc == pytest.approx(0.89)
     assert r['pool-all'].time_to_target == pytest.approx(30.0)
     assert r['pool-all'].speedup_with_teachers == pytest.approx(50 / (30 + 55 + 52))
-    assert r['pool-all'].teacher_forwards == 2 and r['pool-random1'].teacher_forwards == 1
-    assert r['kd-mse-2ep-stop50'].kd_fraction == pytest.approx(0.5)
-    assert r['baseline-2ep'].kd_fraction == 0.0 and r['kd-mse-2ep'].kd_fraction == 1.0
+    assert teacher_forwards(r['pool-all']) == 2 and teacher_forwards(r['pool-random1']) == 1
+    assert r['kd-mse-2ep-stop50'].facts['kd_fraction'] == pytest.approx(0.5)
+    assert r['baseline-2ep'].facts['kd_fraction'] == 0.0 and r['kd-mse-2ep'].facts['kd_fraction'] == 1.0
+    assert (r['baseline-2ep'].series, r['kd-mse-2ep'].series, r['pool-all'].series) == ('plain', 'KD-MSE', 'pool all')
+    assert analyse(load_study(study), str(root)).results['kd-mse-2ep'].series == ''  # the core knows no KD
     assert a.missing == ['never-run']
 
 
