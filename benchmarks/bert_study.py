@@ -24,21 +24,21 @@ import json
 import logging
 import math
 import re
-import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
-from benchmarks.intervals import RULE, mean_interval
+from benchmarks.intervals import mean_interval, verdict
 from benchmarks.kd_runs import kd_facts
 from benchmarks.markdown import table
 from benchmarks.plots import plot_accuracy_vs_time
-from benchmarks.records import copy_records, is_finished, load_machines, load_run, load_runs
-from benchmarks.repeats import SPEEDUP_RULE, Repeats, load_repeats, threshold_verdict
-from benchmarks.report import num, pct, run_table
-from benchmarks.speedup import CROSSING_RULE, crossing_time, speedup
+from benchmarks.records import copy_records, is_finished, load_run, load_runs
+from benchmarks.repeats import Repeats, load_repeats, mean_or_none, threshold_verdict
+from benchmarks.repeats_report import commands, machines_table, num, pct, rules, run_table
+from benchmarks.reporting import LOG_FORMAT
+from benchmarks.speedup import crossing_time, speedup
 from benchmarks.study_spec import REPO, Study, StudyError, load_study, seed_root
 
 log = logging.getLogger('benchmarks.bert_study')
@@ -176,11 +176,6 @@ def finetune_stats(series: dict[str, FinetuneSeries], baseline: str) -> dict[str
     return stats
 
 
-def _iv(values: list[Optional[float]]) -> Any:
-    got = [v for v in values if v is not None]
-    return mean_interval(got) if got and len(got) == len(values) else None
-
-
 def finetune_table(series: dict[str, FinetuneSeries], stats: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, st in stats.items():
@@ -194,9 +189,9 @@ def finetune_table(series: dict[str, FinetuneSeries], stats: dict[str, dict[str,
             steps = {fr.steps[s][i] for s in st['seeds'] if i < len(fr.steps[s])}
             means.append(f'{"/".join(map(str, sorted(steps)))}: {100 * sum(vals) / len(vals):.2f}')
         reached = sum(t is not None for t in st['ttt'])
-        sp = _iv(st['speedup'])
-        rows.append([name, '; '.join(means), pct(_iv(st['final'])),
-                     num(_iv(st['ttt']), 1) if _iv(st['ttt']) else f'reached in {reached} of {len(st["seeds"])}',
+        sp = mean_or_none(st['speedup'])
+        rows.append([name, '; '.join(means), pct(mean_or_none(st['final'])),
+                     num(mean_or_none(st['ttt']), 1) if mean_or_none(st['ttt']) else f'reached in {reached} of {len(st["seeds"])}',
                      f'{sp.fmt(2)}x' if sp else f'reached in {reached} of {len(st["seeds"])} seeds'])
     return '\n'.join(table(['run', 'fine-tuned score by pre-training step (mean over seeds, %)', 'final (%)',
                             'time-to-target (s of pre-training)', 'speedup'], rows))
@@ -243,7 +238,6 @@ def findings(r: Repeats, stats: dict[str, dict[str, Any]], study: Study) -> list
     for a, b in (('kd-kl-30', 'baseline'), ('kd-kl-100', 'baseline'), ('kd-kl-30', 'kd-kl-100')):
         iv = r.paired([a], [b])
         if iv is not None:
-            from benchmarks.intervals import verdict
             out.append(f'- Final MLM accuracy, {a} minus {b}: {iv.fmt(2, 100.0)} points: **{verdict(iv)}** '
                        '(a positive difference holds when the interval excludes 0).')
     return out
@@ -265,8 +259,6 @@ def noise_note(stats: dict[str, dict[str, Any]], baseline: str, n_eval: int = 10
 def render(r: Repeats, stats: dict[str, dict[str, Any]], series: dict[str, FinetuneSeries], teachers: str,
            best: Optional[str], cmd: str, regen: str) -> str:
     s = r.study
-    machines = [[seed, m.get('date'), m.get('cpu'), m.get('cores'), m.get('torch'), m.get('composer'),
-                 len(m.get('runs', []))] for seed, root in r.roots.items() for m in load_machines(root)]
     return '\n'.join([
         f'# BERT study `{s.name}`: scheduled distillation in masked-LM pre-training, {len(r.seeds)} seeds', '',
         f'Generated with `{cmd}`; regenerate from the committed records with', '', '```', regen, '```', '',
@@ -276,12 +268,10 @@ def render(r: Repeats, stats: dict[str, dict[str, Any]], series: dict[str, Finet
         'and seed for every checkpoint of a seed. The fine-tuned checkpoints are listed by step in the table below '
         '(the baseline\'s final one, the students\' at fractions of pre-training).', '',
         '## Rules', '',
-        f'- **MLM target** per seed: the final MLM accuracy of that seed\'s `{s.baseline}` (masked positions of the '
-        f'held-out addresses); over the seeds {pct(r.targets())}%. **Fine-tuned target** per seed: the fine-tuned '
-        'score of that seed\'s baseline final checkpoint. Times are pre-training wall-clock (evaluation excluded).',
-        f'- **Between evaluations / checkpoints**: {CROSSING_RULE}',
-        f'- **Intervals and verdicts**: {RULE}. Differences between runs are paired by seed.',
-        f'- {SPEEDUP_RULE}', '',
+        *rules(f'**MLM target** per seed: the final MLM accuracy of that seed\'s `{s.baseline}` (masked positions of '
+               f'the held-out addresses); over the seeds {pct(r.targets())}%. **Fine-tuned target** per seed: the '
+               'fine-tuned score of that seed\'s baseline final checkpoint (a checkpoint counts as an evaluation '
+               'below). Times are pre-training wall-clock (evaluation excluded).'), '',
         '## Findings', '', *findings(r, stats, s), '',
         '## The teacher sweep (seed 100, validation split)', '', teachers, '',
         f'Every student distilled from the best of them by validation MLM accuracy: `{best}` (a greedy pool of '
@@ -293,8 +283,7 @@ def render(r: Repeats, stats: dict[str, dict[str, Any]], series: dict[str, Finet
         '', f'![MLM accuracy vs wall-clock]({PLOT})', '',
         '## Fine-tuned on the SST-2-style task (accuracy on its validation split)', '',
         finetune_table(series, stats), '', noise_note(stats, s.baseline), '',
-        '## Where the runs came from', '',
-        *table(['seed', 'when', 'cpu', 'cores', 'torch', 'composer', 'runs'], machines), ''])
+        '## Where the runs came from', '', machines_table(r), ''])
 
 
 def build_report(study_path: str, runs: str, out: str, teachers_root: Optional[str]) -> dict[str, Any]:
@@ -307,14 +296,9 @@ def build_report(study_path: str, runs: str, out: str, teachers_root: Optional[s
     teachers, best = teacher_table(teachers_root, study.metric)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = ['.venv/bin/python -m benchmarks.bert_study report', '--study', shlex.quote(study_path), '--runs',
-             shlex.quote(runs)] + (['--teachers', shlex.quote(teachers_root)] if teachers_root else []) + \
-        ['--out', shlex.quote(out)]
-    cmd = ' '.join(parts)
-    regen = cmd.replace(f'--runs {shlex.quote(runs)}', f'--runs {shlex.quote(out.rstrip("/") + "/runs")}')
-    if teachers_root:
-        regen = regen.replace(f'--teachers {shlex.quote(teachers_root)}',
-                              f'--teachers {shlex.quote(out.rstrip("/") + "/teachers")}')
+    cmd, regen = commands('benchmarks.bert_study report', [('--study', study_path), ('--runs', runs),
+                                                            ('--teachers', teachers_root), ('--out', out)],
+                          {'--runs': out.rstrip('/') + '/runs', '--teachers': out.rstrip('/') + '/teachers'})
     plot_accuracy_vs_time(r.by_seed[r.seeds[0]], out_dir / PLOT)
     (out_dir / 'report.md').write_text(render(r, stats, series, teachers, best, cmd, regen))
     summary = {'study': study.name, 'seeds': r.seeds, 'command': cmd, 'best_teacher': best,
@@ -330,7 +314,7 @@ def build_report(study_path: str, runs: str, out: str, teachers_root: Optional[s
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     p = argparse.ArgumentParser(prog='python -m benchmarks.bert_study', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', required=True)

@@ -17,7 +17,7 @@ from benchmarks.analysis import Analysis, Describe, RunResult, analyse
 from benchmarks.intervals import Interval, mean_interval, verdict
 from benchmarks.study_spec import Study, seed_root
 
-__all__ = ['Repeats', 'RunStats', 'load_repeats', 'SPEEDUP_RULE', 'threshold_verdict']
+__all__ = ['Repeats', 'RunStats', 'load_repeats', 'mean_or_none', 'SPEEDUP_RULE', 'threshold_verdict']
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ SPEEDUP_RULE = (
 Value = Callable[[RunResult], Optional[float]]
 
 
-def _interval(values: list[Optional[float]]) -> Optional[Interval]:
+def mean_or_none(values: list[Optional[float]]) -> Optional[Interval]:
+    """The mean and 95% interval of ``values``, or None unless every one is present."""
     present = [v for v in values if v is not None]
     return mean_interval(present) if present and len(present) == len(values) else None
 
@@ -67,7 +68,7 @@ class RunStats:
 
     def interval(self, field: str) -> Optional[Interval]:
         """The mean and 95% interval of ``field`` over the seeds, or None unless every seed has a value."""
-        return _interval(getattr(self, field))
+        return mean_or_none(getattr(self, field))
 
 
 @dataclass

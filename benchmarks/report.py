@@ -18,19 +18,17 @@ import argparse
 import json
 import logging
 import re
-import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.intervals import RULE, Interval, verdict
+from benchmarks.intervals import Interval, verdict
 from benchmarks.kd_runs import kd_facts
-from benchmarks.markdown import table
 from benchmarks.plots import _pyplot, plot_accuracy_vs_time
-from benchmarks.records import copy_records, load_machines
-from benchmarks.repeats import SPEEDUP_RULE, Repeats, RunStats, load_repeats, threshold_verdict
-from benchmarks.speedup import CROSSING_RULE
+from benchmarks.records import copy_records
+from benchmarks.repeats import Repeats, load_repeats, threshold_verdict
+from benchmarks.repeats_report import Finding, commands, machines_table, num, pct, rules, run_table, speed_cell
+from benchmarks.reporting import LOG_FORMAT
 from benchmarks.study_spec import StudyError, load_study
 
 log = logging.getLogger('benchmarks.report')
@@ -39,24 +37,6 @@ CURVES, CURVES_TEACHERS = 'accuracy_vs_time.png', 'accuracy_vs_time_with_teacher
 GOAL = 2.0  # the seed's 1.96x (ResNet-50 / ImageNet, 45-epoch student vs the 90-epoch baseline)
 SERIES = {'baseline': 'baseline', 'kd-kl': 'KD-KL', 'kd-mse': 'KD-MSE', 'pool-random1': 'random_1 pool'}
 _QUARTER = re.compile(r'^(?P<series>.+)-(?P<k>[1-4])of4$')
-
-
-@dataclass
-class Finding:
-    claim: str
-    verdict: str
-    evidence: str
-
-    def markdown(self) -> str:
-        return f'- **{self.claim}**: **{self.verdict}**. {self.evidence}'
-
-
-def pct(iv: Optional[Interval]) -> str:
-    return iv.fmt(2, 100.0) if iv is not None else 'n/a'
-
-
-def num(iv: Optional[Interval], digits: int = 2) -> str:
-    return iv.fmt(digits) if iv is not None else 'n/a'
 
 
 def curve_names(r: Repeats) -> dict[str, dict[int, str]]:
@@ -68,28 +48,6 @@ def curve_names(r: Repeats) -> dict[str, dict[int, str]]:
             out[SERIES[m.group('series')]][int(m.group('k'))] = name
     out['baseline'][4] = r.study.baseline
     return out
-
-
-def speed_cell(st: RunStats, field: str = 'speedup') -> str:
-    iv = st.interval(field)
-    if iv is not None:
-        return iv.fmt(2) + 'x'
-    return f'reached in {st.reached} of {st.n} seeds'
-
-
-def run_table(r: Repeats) -> str:
-    rows = []
-    for name in r.names():
-        st = r.stats(name)
-        if st is None:
-            continue
-        ttt = st.interval('time_to_target')
-        rows.append([name, st.first.series, st.first.duration, pct(st.interval('final_acc')),
-                     num(ttt, 1) if ttt else f'reached in {st.reached} of {st.n}', speed_cell(st),
-                     speed_cell(st, 'speedup_with_teachers'), num(st.interval('train_s'), 1),
-                     num(st.interval('cpu_s'), 1)])
-    return '\n'.join(table(['run', 'series', 'duration', 'final accuracy (%)', 'time-to-target (s)', 'speedup',
-                            'speedup incl. teachers', 'training wall-clock (s)', 'process CPU (s)'], rows))
 
 
 def acc_diff(r: Repeats, a: str, b: str) -> tuple[str, Optional[Interval]]:
@@ -231,12 +189,6 @@ def plot(r: Repeats, path: Path) -> None:
     plt.close(fig)
 
 
-def machines(r: Repeats) -> str:
-    rows = [[s, m.get('date'), m.get('cpu'), m.get('cores'), m.get('torch'), m.get('composer'), len(m.get('runs', []))]
-            for s, root in r.roots.items() for m in load_machines(root)]
-    return '\n'.join(table(['seed', 'when', 'cpu', 'cores', 'torch', 'composer', 'runs'], rows))
-
-
 def render(r: Repeats, found: list[Finding], cmd: str, regen: str) -> str:
     s = r.study
     target = r.targets()
@@ -246,19 +198,17 @@ def render(r: Repeats, found: list[Finding], cmd: str, regen: str) -> str:
         f'Generated with `{cmd}`; regenerate from the committed records with', '', '```', regen, '```', '',
         '## The study', '', s.description.strip(), '',
         '## Rules', '',
-        f'- **Target** per seed: the final accuracy of that seed\'s baseline `{s.baseline}`; over the seeds '
-        f'{pct(target)}%. **Baseline time** per seed: its training wall-clock at its last evaluation; over the seeds '
-        f'{num(base.interval("time_to_target") if base else None, 1)} s (evaluation excluded from every clock).',
-        f'- **Between evaluations**: {CROSSING_RULE}',
-        f'- **Intervals and verdicts**: {RULE}. Differences between runs are paired by seed.',
-        f'- {SPEEDUP_RULE}', '',
+        *rules(f'**Target** per seed: the final accuracy of that seed\'s baseline `{s.baseline}`; over the seeds '
+               f'{pct(target)}%. **Baseline time** per seed: its training wall-clock at its last evaluation; over the '
+               f'seeds {num(base.interval("time_to_target") if base else None, 1)} s (evaluation excluded from every '
+               'clock).'), '',
         '## Findings', '', *[f.markdown() for f in found], '',
         f'![accuracy and speedup vs duration]({PLOT})', '',
         f'Seed {r.seeds[0]}\'s runs, accuracy against training wall-clock with the Pareto front of final points, without '
         'and with the teachers\' own training time added:', '',
         f'![accuracy vs wall-clock]({CURVES})', f'![accuracy vs wall-clock with teachers]({CURVES_TEACHERS})', '',
         '## Every run (mean [95% CI] over seeds)', '', run_table(r), '',
-        '## Where the runs came from', '', machines(r), ''])
+        '## Where the runs came from', '', machines_table(r), ''])
 
 
 def build(runs: str, study_path: str, out: str) -> dict[str, Any]:
@@ -267,9 +217,8 @@ def build(runs: str, study_path: str, out: str) -> dict[str, Any]:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = findings(r)
-    cmd = ' '.join(['.venv/bin/python -m benchmarks.report', '--runs', shlex.quote(runs), '--study',
-                    shlex.quote(study_path), '--out', shlex.quote(out)])
-    regen = cmd.replace(f'--runs {shlex.quote(runs)}', f'--runs {shlex.quote(out.rstrip("/") + "/runs")}')
+    cmd, regen = commands('benchmarks.report', [('--runs', runs), ('--study', study_path), ('--out', out)],
+                          {'--runs': out.rstrip('/') + '/runs'})
     plot(r, out_dir / PLOT)
     first = r.by_seed[r.seeds[0]]
     plot_accuracy_vs_time(first, out_dir / CURVES)
@@ -286,7 +235,7 @@ def build(runs: str, study_path: str, out: str) -> dict[str, Any]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     p = argparse.ArgumentParser(prog='python -m benchmarks.report', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--runs', required=True, help="the study's runs root, or the committed copies <out>/runs")

@@ -133,3 +133,11 @@ def test_report_is_written_and_regenerates_from_its_copies(repeated, tmp_path):
 def test_mean_interval_reference() -> None:
     iv = mean_interval([1.0, 2.0, 3.0])  # sd 1, se 1/sqrt(3)
     assert (iv.lo, iv.hi) == pytest.approx((2 - T2 / math.sqrt(3), 2 + T2 / math.sqrt(3)))
+
+
+def test_commands_point_the_regeneration_at_the_committed_copies():
+    from benchmarks.repeats_report import commands
+    cmd, regen = commands('benchmarks.x report', [('--runs', 'runs/a b'), ('--teachers', None), ('--out', 'res/x')],
+                          {'--runs': 'res/x/runs', '--teachers': 'res/x/teachers'})
+    assert cmd == ".venv/bin/python -m benchmarks.x report --runs 'runs/a b' --out res/x"
+    assert regen == '.venv/bin/python -m benchmarks.x report --runs res/x/runs --out res/x'  # no teachers given: none
