@@ -49,6 +49,7 @@ from recipes.blockwise_config import load_blockwise, recipe_config  # noqa: E402
 from recipes.cli import Stage, driver_args, run_main, run_stages, train_stage  # noqa: E402
 from recipes.data import build_dataset, resolve_options  # noqa: E402
 from recipes.models import build_module  # noqa: E402
+from recipes.tensor_data import crop_batch  # noqa: E402
 
 log = logging.getLogger('recipes.blockwise')
 TASKS_FILE, TIMES_FILE, REFERENCE_FILE, REPORT_FILE = 'tasks.json', 'task_times.json', 'reference.json', 'blockwise.json'
@@ -82,11 +83,9 @@ class TensorBatches:
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad:
-            n, _, h, w = x.shape
-            padded = torch.nn.functional.pad(x, [self.pad] * 4, value=self.fill)
-            dy = torch.randint(0, 2 * self.pad + 1, (n,)).tolist()
-            dx = torch.randint(0, 2 * self.pad + 1, (n,)).tolist()
-            x = torch.stack([padded[i, :, a:a + h, b:b + w] for i, (a, b) in enumerate(zip(dy, dx))])
+            dy = torch.randint(0, 2 * self.pad + 1, (len(x),))
+            dx = torch.randint(0, 2 * self.pad + 1, (len(x),))
+            x = crop_batch(x, self.pad, dy, dx, self.fill).contiguous()
         if self.flip:
             x = torch.where((torch.rand(len(x)) < 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
         return x

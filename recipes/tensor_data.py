@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ['InMemoryImages', 'EpochBatches', 'BatchLoader', 'epoch_generator']
+__all__ = ['InMemoryImages', 'EpochBatches', 'BatchLoader', 'epoch_generator', 'crop_batch']
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -29,6 +29,16 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     the draws are moved to the data's device with the batch."""
     state = int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
     return torch.Generator().manual_seed(state)
+
+
+def crop_batch(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """Each image of ``x`` (N, C, H, W) cropped at offsets ``(dy, dx)`` (in ``[0, 2 * pad]``) of its padding by
+    ``pad`` pixels of ``fill``: one gather for the whole batch."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, [pad] * 4, value=fill)
+    rows = (dy.view(n, 1, 1) + torch.arange(h, device=x.device).view(1, h, 1))
+    cols = (dx.view(n, 1, 1) + torch.arange(w, device=x.device).view(1, 1, w))
+    return padded[torch.arange(n, device=x.device).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
 
 
 class InMemoryImages(Dataset):
@@ -55,12 +65,7 @@ class InMemoryImages(Dataset):
         return len(self.y)
 
     def crop(self, x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-        """Each image of ``x`` cropped at ``(dy, dx)`` of its zero padding by ``self.pad``: one gather."""
-        n, _, h, w = x.shape
-        padded = torch.nn.functional.pad(x, [self.pad] * 4)
-        rows = (dy.view(n, 1, 1) + torch.arange(h, device=x.device).view(1, h, 1))
-        cols = (dx.view(n, 1, 1) + torch.arange(w, device=x.device).view(1, 1, w))
-        return padded[torch.arange(n, device=x.device).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
+        return crop_batch(x, self.pad, dy, dx)
 
     def __getitem__(self, key: tuple[torch.Tensor, Any, Any, Any]) -> tuple[torch.Tensor, ...]:
         indices, dy, dx, flip = (k.to(self.x.device) if isinstance(k, torch.Tensor) else k for k in key)

@@ -129,3 +129,22 @@ def test_the_run_seed_sets_the_training_order(fmnist_root, in_memory) -> None:
     labels = {s: [b[1].tolist() for b in build_dataloader(cfg, 16, seed=s)] for s in (0, 1)}
     assert labels[0] != labels[1]
     assert labels[0] == [b[1].tolist() for b in build_dataloader(cfg, 16, seed=0)]
+
+
+def test_blockwise_tensor_batches_crop_each_image_from_its_padding():
+    """The blockwise cache's batches (normalised floats, padded with the images' minimum): every augmented image is
+    its original shifted by the drawn offsets, the border filled with that minimum, mirrored where the flip says."""
+    from recipes.blockwise import TensorBatches
+
+    x = torch.randn(6, 2, 5, 5)
+    batches = TensorBatches(x, torch.arange(6), batch_size=6, shuffle=True, pad=2, flip=True)
+    torch.manual_seed(3)
+    (got, y), = list(batches)
+    torch.manual_seed(3)  # replay the draws: order, offsets, flips
+    order = torch.randperm(6)
+    dy, dx = torch.randint(0, 5, (6,)), torch.randint(0, 5, (6,))
+    flip = torch.rand(6) < 0.5
+    padded = torch.nn.functional.pad(x, [2] * 4, value=float(x.min()))
+    for i, j in enumerate(order.tolist()):
+        want = padded[j, :, dy[i]:dy[i] + 5, dx[i]:dx[i] + 5]
+        assert torch.equal(got[i], want.flip(-1) if flip[i] else want) and y[i] == j
