@@ -13,6 +13,9 @@ every pipeline, then seed 1, ...), and what to compare. Each pipeline's folder g
 * the forward latency of the dense original and of a masked model, timed side by side (interleaved) on this CPU.
 
 Everything resumes: finished pipeline stages are skipped by the driver and an existing ``analysis.json`` is kept.
+The study YAML is read with the recipes' loader (``base:``, interpolations); a bad one is one ``error:`` line and exit
+status 2. The bias study measures its models with the same helpers (:func:`trained_model`,
+:func:`ordered_eval_loader`, :func:`svcca_options`).
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from typing import Any, Optional
 
 import torch
 import yaml
-from omegaconf import OmegaConf
 
 from algorithms.analysis import layer_similarity
 from algorithms.callbacks.run_record import CONFIG_FILE, MANIFEST_FILE
 from algorithms.distillation import load_teacher_weights
 from algorithms.pruning import count_macs, count_parameters, layer_sparsity, prunable_layers, time_forward
 from benchmarks.machine import record_session
+from benchmarks.reporting import study_main, write_once
+from benchmarks.study_spec import StudyError, load_spec
 from recipes.cli import dotlist
 
 log = logging.getLogger('benchmarks.pruning_study')
@@ -41,61 +45,70 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_study(path: str) -> dict[str, Any]:
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    for key in ('name', 'runs_root', 'pipelines'):
-        if key not in cfg:
-            raise SystemExit(f'error: {path}: missing key {key!r}')
-    return cfg  # type: ignore[return-value]
+    """The study YAML (``base:`` merged), checked: ``name``, ``runs_root``, ``pipelines`` [{name, spec, seeds[,
+    overrides]}] and ``compare`` (``layers`` for every pipeline, ``images``, ``conv_mode``, ``keep``,
+    ``max_datapoints``)."""
+    study = load_spec(path, ('name', 'runs_root', 'pipelines', 'compare'))
+    layers = (study['compare'] or {}).get('layers') or {}
+    for i, p in enumerate(study['pipelines']):
+        if not isinstance(p, dict) or not {'name', 'spec', 'seeds'} <= set(p):
+            raise StudyError(f'{path}: pipelines[{i}]: expected {{name, spec, seeds[, overrides]}}, got {p!r}')
+        if p['name'] not in layers:
+            raise StudyError(f"{path}: compare.layers: expected the layers of pipeline '{p['name']}'")
+    return study
 
 
-def pipeline_dir(study: dict[str, Any], pipeline: dict[str, Any], seed: int) -> Path:
-    return Path(study['runs_root']) / pipeline['name'] / f'seed{seed}'
+def trained_model(model: dict[str, Any], checkpoint: str | Path) -> torch.nn.Module:
+    """The recipe model ``model`` (its config section) with the weights of ``checkpoint``, in eval mode."""
+    from recipes.models import build_model
+
+    net = build_model(**model)
+    load_teacher_weights(net, checkpoint)
+    return net.eval()
+
+
+def ordered_eval_loader(eval_loader: dict[str, Any], images: Optional[int] = None, batch_size: int = 500):
+    """The recipe's evaluation loader, in order, in this process, on its first ``images`` (all if None)."""
+    from recipes.data import build_dataloader
+
+    return build_dataloader({**eval_loader, 'subset': images, 'shuffle': False, 'num_workers': 0},
+                            batch_size=batch_size)
+
+
+def svcca_options(compare: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`~algorithms.analysis.layer_similarity` options of a study's ``compare`` section (SVCCA)."""
+    return dict(method='svcca', conv_mode=compare.get('conv_mode', 'positions'), keep=compare.get('keep', 0.99),
+                max_datapoints=compare.get('max_datapoints', 5000))
 
 
 def run_pipeline(study: dict[str, Any], pipeline: dict[str, Any], seed: int) -> Path:
     """Train (or resume, or skip) one pipeline at one seed; returns its folder."""
     from recipes import prune_pipeline
 
-    out = pipeline_dir(study, pipeline, seed)
-    args = ['-f', str(REPO / pipeline['spec']), f'seed={seed}', f'out_dir={out}',
-            *dotlist(pipeline.get('overrides') or {})]
-    status = prune_pipeline.main(args)
+    out = Path(study['runs_root']) / pipeline['name'] / f'seed{seed}'
+    status = prune_pipeline.main(['-f', str(REPO / pipeline['spec']), f'seed={seed}', f'out_dir={out}',
+                                  *dotlist(pipeline.get('overrides') or {})])
     if status != 0:
         raise RuntimeError(f'pipeline {pipeline["name"]} seed {seed} exited {status}')
     return out
 
 
 def _model(run_dir: Path, checkpoint: str) -> torch.nn.Module:
-    from recipes.models import build_model
-
-    cfg = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
-    model = build_model(**cfg['model'])
-    load_teacher_weights(model, checkpoint)
-    return model.eval()
-
-
-def _loader(run_dir: Path, images: int):
-    from recipes.data import build_dataloader
-
-    cfg = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
-    loader_cfg = {**cfg['eval_loader'], 'subset': images, 'shuffle': False, 'num_workers': 0}
-    return build_dataloader(loader_cfg, batch_size=250)
+    return trained_model(yaml.safe_load((run_dir / CONFIG_FILE).read_text())['model'], checkpoint)
 
 
 def analyse(folder: Path, compare: dict[str, Any], layers: list[str]) -> dict[str, Any]:
     """``analysis.json`` of one finished pipeline folder (see the module docstring)."""
-    manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    stages = manifest['stages']
+    stages = json.loads((folder / MANIFEST_FILE).read_text())['stages']
     original = next(s for s in stages if s['method'] == 'original')
     orig_dir = Path(original['run_dir'])
     reference = _model(orig_dir, original['checkpoint'])
-    loader = _loader(orig_dir, compare.get('images', 1000))
-    sim_kwargs = dict(method='svcca', conv_mode=compare.get('conv_mode', 'positions'), keep=compare.get('keep', 0.99),
-                      max_datapoints=compare.get('max_datapoints', 5000))
+    loader = ordered_eval_loader(yaml.safe_load((orig_dir / CONFIG_FILE).read_text())['eval_loader'],
+                         compare.get('images', 1000), batch_size=250)
+    sim_kwargs = svcca_options(compare)
 
     def similarity(model: torch.nn.Module) -> dict[str, float]:
-        rows = layer_similarity(reference, model, loader, layers, **sim_kwargs)
-        return {r['layer']: r['similarity'] for r in rows}
+        return {r['layer']: r['similarity'] for r in layer_similarity(reference, model, loader, layers, **sim_kwargs)}
 
     example = next(iter(loader))[0][:1]
     result: dict[str, Any] = {'layers': layers, 'similarity': sim_kwargs, 'images': compare.get('images', 1000),
@@ -104,11 +117,10 @@ def analyse(folder: Path, compare: dict[str, Any], layers: list[str]) -> dict[st
         if stage['method'] == 'original':
             continue
         model = _model(Path(stage['run_dir']), stage['checkpoint'])
-        prunable = prunable_layers(model)
         result['stages'].append({
             'method': stage['method'], 'sparsity': stage.get('sparsity'),
             'accuracy': stage['metrics'].get('eval/MulticlassAccuracy'),
-            'layer_sparsity': layer_sparsity(model, list(prunable)),
+            'layer_sparsity': layer_sparsity(model, list(prunable_layers(model))),
             'params': count_parameters(model), 'macs': count_macs(model, example),
             'similarity': similarity(model),
         })
@@ -116,14 +128,12 @@ def analyse(folder: Path, compare: dict[str, Any], layers: list[str]) -> dict[st
             epoch = int(Path(path).name.split('-')[0][2:])
             result['epochs'].append({'method': stage['method'], 'sparsity': stage.get('sparsity'), 'epoch': epoch,
                                      'similarity': similarity(_model(Path(stage['run_dir']), path))})
-    if any(s['method'] == 'magnitude' for s in stages):  # side by side, interleaved: the dense original vs the most pruned magnitude model
+    if any(s['method'] == 'magnitude' for s in stages):  # side by side, interleaved: dense original vs most pruned
         most = max((s for s in stages if s['method'] == 'magnitude'), key=lambda s: s['sparsity'])
         pruned = _model(Path(most['run_dir']), most['checkpoint'])
         batch = next(iter(loader))[0][:128]
-        dense_t, masked_t = [], []
-        for _ in range(5):
-            dense_t.append(time_forward(reference, batch, repeats=5))
-            masked_t.append(time_forward(pruned, batch, repeats=5))
+        dense_t, masked_t = zip(*[(time_forward(reference, batch, repeats=5), time_forward(pruned, batch, repeats=5))
+                                  for _ in range(5)])
         result['latency'] = {'batch': 128, 'sparsity': most['sparsity'],
                              'dense_ms': 1000 * sorted(dense_t)[2], 'masked_ms': 1000 * sorted(masked_t)[2]}
     result['original_accuracy'] = original['metrics'].get('eval/MulticlassAccuracy')
@@ -131,31 +141,25 @@ def analyse(folder: Path, compare: dict[str, Any], layers: list[str]) -> dict[st
     return result
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    p = argparse.ArgumentParser(prog='python -m benchmarks.pruning_study', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('study', help='study YAML, e.g. benchmarks/studies/pruning_fashion_mnist.yaml')
-    p.add_argument('--only', nargs='+', help='only these pipelines (by name)')
-    args = p.parse_args(argv)
-    study = load_study(args.study)
+def run(study: dict[str, Any], args: argparse.Namespace) -> int:
+    """Every pipeline (or those of ``--only``) at each of its seeds, interleaved, each then analysed once."""
+    pipelines = [p for p in study['pipelines'] if not args.only or p['name'] in args.only]
+    if not pipelines:
+        raise StudyError(f"--only: expected pipeline names of the study, got {' '.join(args.only)}")
     root = Path(study['runs_root'])
     root.mkdir(parents=True, exist_ok=True)
     record_session(root, study['name'])
-    pipelines = [p for p in study['pipelines'] if not args.only or p['name'] in args.only]
-    rounds = max(len(p['seeds']) for p in pipelines)
-    for i in range(rounds):  # interleaved: seed i of every pipeline before seed i + 1 of any
-        for pipeline in pipelines:
-            if i >= len(pipeline['seeds']):
-                continue
-            seed = pipeline['seeds'][i]
-            folder = run_pipeline(study, pipeline, seed)
-            target = folder / ANALYSIS_FILE
-            if not target.is_file():
-                log.info('analysing %s', folder)
-                layers = study['compare']['layers'][pipeline['name']]
-                target.write_text(json.dumps(analyse(folder, study['compare'], layers), indent=1) + '\n')
+    for i in range(max(len(p['seeds']) for p in pipelines)):  # seed i of every pipeline before seed i + 1 of any
+        for pipeline in (p for p in pipelines if i < len(p['seeds'])):
+            folder = run_pipeline(study, pipeline, pipeline['seeds'][i])
+            write_once(folder / ANALYSIS_FILE,
+                       lambda: analyse(folder, study['compare'], study['compare']['layers'][pipeline['name']]))
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return study_main('benchmarks.pruning_study', __doc__, load_study, run, argv, lambda p: p.add_argument(
+        '--only', nargs='+', help='only these pipelines (by name)'))
 
 
 if __name__ == '__main__':

@@ -195,14 +195,15 @@ def load_machines(root: str | os.PathLike) -> list[dict[str, Any]]:
     return list((data or {}).get('sessions', []))
 
 
-def copy_records(root: str | os.PathLike, dest: str | os.PathLike) -> int:
-    """Copy the small record files under ``root`` (never checkpoints) to the same places under ``dest``; returns
-    how many files were copied. Copying a folder onto itself does nothing."""
+def copy_records(root: str | os.PathLike, dest: str | os.PathLike, names: tuple[str, ...] = SMALL_FILES) -> int:
+    """Copy the files called ``names`` (default: the small record files) under ``root``, never under a
+    ``checkpoints`` folder, to the same places under ``dest``; returns how many files were copied. Copying a folder
+    onto itself does nothing."""
     root, dest = Path(root), Path(dest)
     if dest.exists() and root.resolve() == dest.resolve():
         return 0
     n = 0
-    for name in SMALL_FILES:
+    for name in names:
         for path in _walk(root, name):
             target = dest / path.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)

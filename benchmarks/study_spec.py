@@ -124,6 +124,24 @@ class Study:
         return f'{self.name}-{name}'
 
 
+def load_spec(path: str | os.PathLike, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A study YAML of another schema (the pruning, bias and blockwise studies) read with the recipes' loader
+    (``base:`` merged as for recipes, interpolations resolved), its top-level keys checked: a :class:`StudyError`
+    naming the first missing or unknown key."""
+    try:
+        data = load_mapping(path, key='study')
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
+    allowed = (*required, *optional)
+    for key in data:
+        if key not in allowed:
+            raise StudyError(f"{path}: unknown key '{key}'; allowed: {', '.join(allowed)}")
+    for key in required:
+        if key not in data:
+            raise StudyError(f"{path}: missing required key '{key}'")
+    return data
+
+
 def _expect(key: str, value: Any, types: tuple[type, ...], what: str) -> None:
     if not isinstance(value, types) or isinstance(value, bool):
         raise StudyError(f'{key}: expected {what}, got {value!r}')

@@ -199,3 +199,15 @@ def test_pruning_study_runs_pipelines_by_seed_and_measures_them(fmnist_root, tmp
         assert analysis['latency']['dense_ms'] > 0
     manifests = [json.loads((tmp_path / 'runs' / 'convnet' / f'seed{s}' / 'manifest.json').read_text()) for s in (0, 1)]
     assert [m['seed'] for m in manifests] == [0, 1]
+
+
+def test_pruning_study_bad_yaml_is_one_error_line_before_anything_runs(tmp_path, capsys):
+    from benchmarks import pruning_study
+
+    study = tmp_path / 'study.yaml'
+    study.write_text(yaml.safe_dump({'name': 'tiny', 'runs_root': str(tmp_path / 'runs'), 'compare': {'layers': {}},
+                                     'pipelines': [{'name': 'convnet', 'spec': 'x.yaml', 'seeds': [0]}]}))
+    assert pruning_study.main([str(study)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and "compare.layers: expected the layers of pipeline 'convnet'" in err
+    assert err.count('\n') == 1 and not (tmp_path / 'runs').exists()
