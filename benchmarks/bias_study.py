@@ -11,7 +11,9 @@ run after every seed of ``methods`` (what fits the budget first). Each run then 
 (``<runs_root>/records/<method>-seed<S>.json``): test predictions (one character per image), accuracy, measured
 filter sparsity, per-layer SVCCA similarity to its original on the first test images, wall-clock and CPU time, and
 for seed 0 the costs of the exported (physically pruned) model. The report computes CEV, SDE, PIEs and intervals
-from those records alone. Running the command again skips finished runs and existing records (it resumes).
+from those records alone. Running the command again skips finished runs and existing records (it resumes). The study
+YAML is read with the recipes' loader (``base:``, interpolations); every run's recipe is resolved before the first
+one trains, so a bad entry is one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -23,38 +25,38 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-from omegaconf import OmegaConf
-
 from algorithms.analysis import collect_predictions, layer_similarity
 from algorithms.callbacks.run_record import LATEST_CHECKPOINT, SUMMARY_FILE, read_records
-from algorithms.distillation import load_teacher_weights
 from algorithms.pruning import channel_groups, export_costs, export_pruned, filter_sparsity
 from algorithms.pruning.structured import zero_channel_masks
 from benchmarks.machine import record_session
-from recipes.cli import LOG_FORMAT, Stage, dotlist, run_stages, train_stage
+from benchmarks.pruning_study import ordered_eval_loader, svcca_options, trained_model
+from benchmarks.reporting import study_main, write_once
+from benchmarks.study_spec import StudyError, load_spec
+from recipes.cli import Stage, dotlist, run_stages, train_stage
 from recipes.config import load_config
 
 log = logging.getLogger('benchmarks.bias_study')
 RECORDS = 'records'
-REQUIRED_KEYS = ('name', 'runs_root', 'seeds', 'original', 'methods', 'compare')
 
 
-def load_study(path: str) -> dict[str, Any]:
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]  # type: ignore[operator]
-    if missing:
-        raise SystemExit(f'error: {path}: missing key {missing[0]!r}')
-    return cfg  # type: ignore[return-value]
-
-
-def method_spec(entry: Any) -> tuple[str, dict[str, Any]]:
+def method_spec(entry: Any, key: str = 'methods') -> tuple[str, dict[str, Any]]:
     """A method entry of the study YAML: a recipe path, or ``{recipe, overrides}`` (e.g. another sparsity)."""
     if isinstance(entry, str):
         return entry, {}
     if isinstance(entry, dict) and isinstance(entry.get('recipe'), str):
         return entry['recipe'], dict(entry.get('overrides') or {})
-    raise SystemExit(f'error: a method must be a recipe path or {{recipe, overrides}}, got {entry!r}')
+    raise StudyError(f'{key}: expected a recipe path or {{recipe, overrides}}, got {entry!r}')
+
+
+def load_study(path: str) -> dict[str, Any]:
+    """The study YAML (``base:`` merged), its keys and method entries checked."""
+    study = load_spec(path, ('name', 'runs_root', 'seeds', 'original', 'methods', 'compare'),
+                      ('extra_methods', 'overrides'))
+    for group in ('methods', 'extra_methods'):
+        for method, entry in (study.get(group) or {}).items():
+            method_spec(entry, f'{path}: {group}.{method}')
+    return study
 
 
 def run_config(study: dict[str, Any], method: str, entry: Any, seed: int) -> dict[str, Any]:
@@ -81,46 +83,32 @@ def finished(cfg: dict[str, Any]) -> bool:
         (Path(cfg['run_dir']) / LATEST_CHECKPOINT).is_file()
 
 
-def _model(cfg: dict[str, Any]) -> torch.nn.Module:
-    from recipes.models import build_model
-
-    model = build_model(**cfg['model'])
-    load_teacher_weights(model, Path(cfg['run_dir']) / LATEST_CHECKPOINT)
-    return model.eval()
-
-
-def _test_loader(cfg: dict[str, Any], images: Optional[int] = None):
-    from recipes.data import build_dataloader
-
-    loader = {**cfg['eval_loader'], 'shuffle': False, 'num_workers': 0, 'subset': images}
-    return build_dataloader(loader, batch_size=500)
+def _model(cfg: dict[str, Any]):
+    return trained_model(cfg['model'], Path(cfg['run_dir']) / LATEST_CHECKPOINT)
 
 
 def record(study: dict[str, Any], method: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     """The record of one finished run (see the module docstring)."""
     compare = study['compare']
     model = _model(cfg)
-    preds, labels = collect_predictions(model, _test_loader(cfg))
+    preds, labels = collect_predictions(model, ordered_eval_loader(cfg['eval_loader']))
     rows = read_records(Path(cfg['run_dir']))
     last = rows[-1] if rows else {}
+    entry = {**study['methods'], **(study.get('extra_methods') or {})}.get(method, study['original'])
     out: dict[str, Any] = {
-        'method': method, 'seed': seed,
-        'recipe': method_spec({**study['methods'], **(study.get('extra_methods') or {})}.get(method,
-                                                                                             study['original']))[0],
+        'method': method, 'seed': seed, 'recipe': method_spec(entry)[0],
         'preds': ''.join(str(int(p)) for p in preds), 'labels': ''.join(str(int(y)) for y in labels),
         'accuracy': float((preds == labels).mean()), 'train_wct_s': last.get('train_wct_s'),
         'cpu_s': last.get('cpu_s'), 'epochs': last.get('epoch'),
         'downsample': cfg['train_loader'].get('downsample'), 'num_classes': cfg['model'].get('num_classes'),
     }
-    sample = _test_loader(cfg, compare.get('images', 1000))
+    sample = ordered_eval_loader(cfg['eval_loader'], compare.get('images', 1000))
     example = next(iter(sample))[0][:1]
     groups = channel_groups(model, example)
     out['filter_sparsity'] = filter_sparsity(model, [n for g in groups for n in g.producers])
     if method != 'original':
         original = _model(run_config(study, 'original', study['original'], seed))
-        rows = layer_similarity(original, model, sample, compare['layers'], method='svcca',
-                                conv_mode=compare.get('conv_mode', 'positions'), keep=compare.get('keep', 0.99),
-                                max_datapoints=compare.get('max_datapoints', 5000))
+        rows = layer_similarity(original, model, sample, compare['layers'], **svcca_options(compare))
         out['svcca'] = {r['layer']: r['similarity'] for r in rows}
         if seed == study['seeds'][0]:
             batch = next(iter(sample))[0][:compare.get('latency_batch', 128)]
@@ -132,30 +120,26 @@ def record(study: dict[str, Any], method: str, seed: int, cfg: dict[str, Any]) -
     return out
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    p = argparse.ArgumentParser(prog='python -m benchmarks.bias_study', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('study', help='study YAML, e.g. benchmarks/studies/bias_fashion_mnist.yaml')
-    p.add_argument('--no-extra', action='store_true', help='skip extra_methods')
-    args = p.parse_args(argv)
-    study = load_study(args.study)
+def run(study: dict[str, Any], args: argparse.Namespace) -> int:
+    """Per phase (``methods``, then ``extra_methods``) and seed: the original and every method, then their records."""
     root = Path(study['runs_root'])
+    phases = [study['methods']] + ([] if args.no_extra else [study.get('extra_methods') or {}])
+    plan = [(seed, {m: run_config(study, m, entry, seed) for m, entry in [('original', study['original']),
+                                                                          *methods.items()]})
+            for methods in phases for seed in study['seeds']]  # seed i of every method before seed i + 1 of any
     (root / RECORDS).mkdir(parents=True, exist_ok=True)
     record_session(root, study['name'])
-    phases = [study['methods']] + ([] if args.no_extra else [study.get('extra_methods') or {}])
-    for methods in phases:
-        for seed in study['seeds']:  # interleaved: seed i of every method before seed i + 1 of any
-            runs = [('original', study['original'])] + list(methods.items())
-            configs = {m: run_config(study, m, recipe, seed) for m, recipe in runs}
-            run_stages([Stage(name=f'{m} seed {seed}', run=lambda c=c: train_stage(c), done=lambda c=c: finished(c))
-                        for m, c in configs.items()], log)
-            for method, cfg in configs.items():
-                target = root / RECORDS / f'{method}-seed{seed}.json'
-                if not target.is_file():
-                    log.info('recording %s seed %d', method, seed)
-                    target.write_text(json.dumps(record(study, method, seed, cfg), indent=1) + '\n')
+    for seed, configs in plan:
+        run_stages([Stage(name=f'{m} seed {seed}', run=lambda c=c: train_stage(c), done=lambda c=c: finished(c))
+                    for m, c in configs.items()], log)
+        for method, cfg in configs.items():
+            write_once(root / RECORDS / f'{method}-seed{seed}.json', lambda: record(study, method, seed, cfg))
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return study_main('benchmarks.bias_study', __doc__, load_study, run, argv, lambda p: p.add_argument(
+        '--no-extra', action='store_true', help='skip extra_methods'))
 
 
 if __name__ == '__main__':

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks import bias_study
+from benchmarks.study_spec import StudyError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,5 +39,32 @@ def test_method_entries_may_override_the_recipe(tmp_path):
     s = study(tmp_path)
     cfg = bias_study.run_config(s, 'prune_s60', s['methods']['prune_s60'], 0)
     assert cfg['algorithms']['structured_pruning']['final_sparsity'] == 0.6
-    with pytest.raises(SystemExit, match='recipe path'):
+    with pytest.raises(StudyError, match='recipe path'):
         bias_study.method_spec({'overrides': {}})
+
+
+def test_bad_method_entry_is_one_error_line_before_anything_runs(tmp_path, capsys):
+    s = study(tmp_path)
+    s['extra_methods'] = {'bad': {'overrides': {}}}
+    path = tmp_path / 'study.yaml'
+    path.write_text(yaml.safe_dump(s))
+    assert bias_study.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'extra_methods.bad: expected a recipe path' in err and err.count('\n') == 1
+    assert not (tmp_path / 'r').exists()
+    s['extra_methods'] = {'gone': str(tmp_path / 'none.yaml')}  # every recipe is resolved before the first run trains
+    path.write_text(yaml.safe_dump(s))
+    assert bias_study.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'none.yaml' in err and err.count('\n') == 1
+    assert not (tmp_path / 'r').exists()
+
+
+def test_study_yaml_may_extend_a_base(tmp_path):
+    base = tmp_path / 'base.yaml'
+    base.write_text(yaml.safe_dump(study(tmp_path)))
+    (tmp_path / 'small.yaml').write_text(yaml.safe_dump({'base': 'base.yaml', 'seeds': [0],
+                                                          'overrides': {'max_duration': '1ep'}}))
+    s = bias_study.load_study(str(tmp_path / 'small.yaml'))
+    assert s['seeds'] == [0] and s['methods'] == study(tmp_path)['methods']
+    assert s['overrides'] == {'train_loader.num_workers': 0, 'max_duration': '1ep'}  # mappings merged key by key
