@@ -12,7 +12,6 @@ second regenerates the report from committed records.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,10 +19,25 @@ from typing import Any, Optional
 
 from algorithms.blockwise.schedule import lower_bound, simulate
 from algorithms.profiling.energy import parallel_metrics
+from benchmarks.markdown import table
+from benchmarks.reporting import ReportError, header, machine_line, report_main
 from recipes.blockwise_report import models_table
 
 RECORDS = 'records.json'
 GOAL_EFFICIENCY = 0.90
+RERUN = ('`python -m benchmarks.blockwise_study benchmarks/studies/blockwise_fashion_mnist.yaml` (and '
+         '`blockwise_craft_fashion_mnist.yaml`) then `python -m benchmarks.blockwise_report runs/blockwise-study '
+         '--out benchmarks/results/blockwise_fashion_mnist`')
+ORDER = ('w1', 'ws2', 'rr2', 'bp2')  # the schedules' order in the tables (others after them, as read)
+DESIGN = (
+    "Each teacher's block tasks ran four times: on 1 Dask worker (the reference; its task times feed bin packing and "
+    'the simulations, and its blocks are assembled and fine-tuned), then on 2 workers of one core each under work '
+    'stealing, round robin and bin packing. Makespans exclude the cluster start-up (given apart). Efficiency = '
+    'speedup / workers; the goal here is >= 0.90 with 2 workers (the seed: 0.88 on 2 GPUs, 0.96 on 4). Efficiency '
+    "is the product of two factors the table separates: *task slowdown* (the tasks' summed time against the "
+    '1-worker run: what sharing the machine costs each task) and *busy share* (summed task time / (workers x '
+    'makespan): how well the schedule keeps the workers busy, 1 = never idle); efficiency is about busy share / task '
+    'slowdown.')
 
 
 def _block_difference(a: Path, b: Path) -> Optional[float]:
@@ -71,11 +85,13 @@ def _joules(run: dict[str, Any]) -> Optional[float]:
 
 
 def _teachers(records: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{teacher: {schedule: run}}``, the schedules in :data:`ORDER`."""
     out: dict[str, dict[str, Any]] = {}
     for name, run in records['runs'].items():
         teacher, schedule, _ = name.rsplit('-', 2)
         out.setdefault(teacher, {})[schedule] = run
-    return out
+    rank = {k: i for i, k in enumerate(ORDER)}
+    return {t: dict(sorted(runs.items(), key=lambda kv: rank.get(kv[0], len(ORDER)))) for t, runs in out.items()}
 
 
 def _findings(ref: dict[str, Any], runs: dict[str, dict[str, Any]], serial: float) -> list[str]:
@@ -84,23 +100,20 @@ def _findings(ref: dict[str, Any], runs: dict[str, dict[str, Any]], serial: floa
     rows = [r for r in ref['layers'] if r['seconds'] is not None]
     rejected = [r['layer'] for r in rows if not r['kept']]
     out = [f"- Student {st['test_accuracy']:.2f}% vs teacher {t['test_accuracy']:.2f}% on the test set "
-           f"({st['test_accuracy'] - t['test_accuracy']:+.2f} points) with {100 * (1 - st['params'] / t['params']):.1f}% "
-           f"fewer parameters and {100 * (1 - st['macs'] / t['macs']):.1f}% fewer MACs; {len(rows) - len(rejected)} of "
-           f"{len(rows)} tasks' blocks kept" + (f" (the teacher's layer stays at {', '.join(rejected)})." if rejected
-                                                 else '.')]
+           f"({st['test_accuracy'] - t['test_accuracy']:+.2f} points) with "
+           f"{100 * (1 - st['params'] / t['params']):.1f}% fewer parameters and "
+           f"{100 * (1 - st['macs'] / t['macs']):.1f}% fewer MACs; {len(rows) - len(rejected)} of {len(rows)} tasks' "
+           "blocks kept" + (f" (the teacher's layer stays at {', '.join(rejected)})." if rejected else '.')]
     parallel = {k: r for k, r in runs.items() if r['schedule']['workers'] > 1}
     if parallel:
-        best = max(parallel, key=lambda k: serial / parallel[k]['schedule']['makespan_s'])
-        run = parallel[best]
-        n = run['schedule']['workers']
-        eff = serial / run['schedule']['makespan_s'] / n
-        busy = sum(v['seconds'] for v in run['tasks'].values())
-        slow = busy / sum(v['seconds'] for v in ref['tasks'].values())
-        share = busy / (n * run['schedule']['makespan_s'])
+        run = max(parallel.values(), key=lambda r: serial / r['schedule']['makespan_s'])
+        n, makespan = run['schedule']['workers'], run['schedule']['makespan_s']
+        eff, busy = serial / makespan / n, sum(v['seconds'] for v in run['tasks'].values())
         out.append(f"- With {n} workers the best schedule was {run['schedule']['policy']}: efficiency {eff:.2f}, "
                    f"goal (>= {GOAL_EFFICIENCY:.2f}) {'met' if eff >= GOAL_EFFICIENCY else 'not met'}. Each task ran "
-                   f"{slow:.2f}x slower beside another than alone (the two cores share the machine), and the schedule "
-                   f"kept the workers busy {100 * share:.0f}% of the makespan.")
+                   f"{busy / sum(v['seconds'] for v in ref['tasks'].values()):.2f}x slower beside another than alone "
+                   f"(the two cores share the machine), and the schedule kept the workers busy "
+                   f"{100 * busy / (n * makespan):.0f}% of the makespan.")
     diffs = [r.get('blocks_max_abs_difference_vs_w1') for r in parallel.values()]
     if diffs and all(d == 0 for d in diffs):
         out.append('- Every schedule produced bit-identical blocks: adding workers changed where tasks ran, not what '
@@ -109,108 +122,93 @@ def _findings(ref: dict[str, Any], runs: dict[str, dict[str, Any]], serial: floa
 
 
 def _layers_table(run: dict[str, Any]) -> list[str]:
-    lines = ['| layer | in -> out | kept | params before -> after | MACs before -> after | task s | why |',
-             '|---|---|---|---|---|---:|---|']
-    for r in run['layers']:
-        secs = f"{r['seconds']:.1f}" if r['seconds'] is not None else '-'
-        lines.append(f"| {r['layer']} | {r['in_shape']} -> {r['out_shape']} | {'yes' if r['kept'] else 'no'} | "
-                     f"{r['params_before']:,} -> {r['params_after']:,} | {r['macs_before']:,} -> {r['macs_after']:,} | "
-                     f"{secs} | {r['reason']} |")
+    return table(['layer', 'in -> out', 'kept', 'params before -> after', 'MACs before -> after', 'task s', 'why'], [
+        [r['layer'], f"{r['in_shape']} -> {r['out_shape']}", 'yes' if r['kept'] else 'no',
+         f"{r['params_before']:,} -> {r['params_after']:,}", f"{r['macs_before']:,} -> {r['macs_after']:,}",
+         f"{r['seconds']:.1f}" if r['seconds'] is not None else '-', r['reason']] for r in run['layers']], 'lllllrl')
+
+
+def _makespans(ref: dict[str, Any], runs: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The measured makespans table, and the greenup / powerup of each parallel run (where energy was read)."""
+    times = {k: v['seconds'] for k, v in ref['tasks'].items()}
+    serial, serial_busy, rows, greens = ref['schedule']['makespan_s'], sum(times.values()), [], []
+    for schedule, run in runs.items():
+        s, busy = run['schedule'], sum(v['seconds'] for v in run['tasks'].values())
+        n = s['workers']
+        pm = parallel_metrics(serial, s['makespan_s'], n, _joules(ref), _joules(run))
+        if pm['greenup'] is not None and n > 1:
+            greens.append(f"{schedule}: greenup {pm['greenup']:.2f}, powerup {pm['powerup']:.2f}")
+        util = ((run.get('energy') or {}).get('cpu_util') or {}).get('mean_percent')
+        diff = run.get('blocks_max_abs_difference_vs_w1')
+        same = '(reference)' if schedule == 'w1' else ('yes (bit-exact)' if diff == 0 else
+                                                      f'max diff {diff:.2g}' if diff is not None else '?')
+        goal = '' if n == 1 else ('met' if pm['efficiency'] >= GOAL_EFFICIENCY else 'not met')
+        rows.append([f"{s['policy']} ({schedule})", n, f"{s['makespan_s']:.1f}", f"{s['startup_s']:.1f}",
+                     f"{pm['speedup']:.2f}", f"{pm['efficiency']:.2f}", goal, f'{lower_bound(times, n):.1f}', same,
+                     '?' if util is None else f'{util:.0f}', f'{busy:.1f}', f'{busy / serial_busy:.2f}',
+                     f"{busy / (n * s['makespan_s']):.2f}"])
+    head = ['schedule', 'workers', 'makespan s', 'start-up s', 'speedup', 'efficiency', 'goal (>= 0.90)',
+            'lower bound s', 'blocks identical to 1 worker', 'CPU util %', 'task s, summed', 'task slowdown',
+            'busy share']
+    return table(head, rows, 'lrrrrrlrlrrrr'), greens
+
+
+def section(teacher: str, by_schedule: dict[str, dict[str, Any]]) -> list[str]:
+    """One teacher's chapter: findings, teacher vs student, measured and simulated makespans, craft runs, energy."""
+    runs = {k: r for k, r in by_schedule.items() if r['schedule'].get('mode', 'parallel') == 'parallel'}
+    craft = {k: r for k, r in by_schedule.items() if k not in runs}
+    ref = runs.get('w1')
+    if ref is None:
+        return []
+    times = {k: v['seconds'] for k, v in ref['tasks'].items()}
+    makespans, greens = _makespans(ref, runs)
+    lines = [f'## {teacher}', '', *_findings(ref, runs, ref['schedule']['makespan_s']), '',
+             '### Teacher and student (the 1-worker run, fine-tuned)', '', *models_table(ref['models']), '',
+             *_layers_table(ref), '', '### Measured makespans', '', *makespans, '',
+             '### Simulated from the 1-worker task times (each worker on its own device: no contention)', '']
+    lines += table(['workers', 'lower bound s', 'round robin s (speedup)', 'bin packing s (speedup)',
+                    'work stealing s (speedup)'],
+                   [[row['workers'], f"{row['lower_bound']:.1f}", *(f"{row[p]:.1f} ({row[p + '_speedup']:.2f}x)"
+                                                                   for p in ('round_robin', 'bin_packing',
+                                                                             'work_stealing'))]
+                    for row in simulate(times, [2, 4, 8, 32])], 'rr')
+    if craft:
+        lines += ['', '### Craft distillation (sequential) against the parallel blocks, before fine-tuning', '']
+        lines += table(['run', 'order', 'layers replaced', 'assembled test accuracy (%)', 'params', 'MACs'], [
+            [name, run['schedule'].get('mode', 'parallel'), f"{sum(r['kept'] for r in run['layers'])} of "
+             f"{len(run['layers'])}", f"{run['models']['assembled']['test_accuracy']:.2f}",
+             f"{run['models']['assembled']['params']:,}", f"{run['models']['assembled']['macs']:,}"]
+            for name, run in {'w1': ref, **craft}.items()], 'llrrrr')
+    if greens:
+        return lines + ['', 'Energy (GPU + CPU package, over the tasks): ' + '; '.join(greens) + '.', '']
+    unavailable = [f"{k}: {v.get('reason')}" for k, v in (ref.get('energy') or {}).items()
+                   if isinstance(v, dict) and v.get('available') is False]
+    return lines + ['', f"Energy: {'; '.join(unavailable) or 'no readings'} - so greenup and powerup cannot be "
+                    'measured on this machine (they are computed where NVML or RAPL is readable; see '
+                    '`benchmarks/results/blockwise_gpu_h100.md` for a task under NVML).', '']
+
+
+def render(records: dict[str, Any], command: str = '') -> list[str]:
+    """The report's lines from ``records`` (what :func:`collect` returns); ``command`` regenerates it."""
+    lines = header('Parallel blockwise distillation on this CPU (Fashion-MNIST)', command, RERUN)
+    lines += [machine_line((records.get('machine') or {}).get('sessions') or []), '', DESIGN, '']
+    for teacher, by_schedule in _teachers(records).items():
+        lines += section(teacher, by_schedule)
     return lines
 
 
-def render(records: dict[str, Any], command: str = '') -> str:
-    machines = (records.get('machine') or {}).get('sessions') or [{}]
-    m = machines[-1]
-    lines = ['# Parallel blockwise distillation on this CPU (Fashion-MNIST)', '',
-             f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
-             f"torch {m.get('torch', '?')}, {m.get('date', '?')} (from `machine.json`). Regenerate: `{command}`.", '',
-             'Each teacher\'s block tasks ran four times: on 1 Dask worker (the reference; its task times feed bin '
-             'packing and the simulations, and its blocks are assembled and fine-tuned), then on 2 workers of one core '
-             'each under work stealing, round robin and bin packing. Makespans exclude the cluster start-up (given '
-             'apart). Efficiency = speedup / workers; the goal here is >= 0.90 with 2 workers (the seed: 0.88 on 2 '
-             'GPUs, 0.96 on 4). Efficiency is the product of two factors the table separates: *task slowdown* (the '
-             'tasks\' summed time against the 1-worker run: what sharing the machine costs each task) and *busy '
-             'share* (summed task time / (workers x makespan): how well the schedule keeps the workers busy, 1 = '
-             'never idle); efficiency is about busy share / task slowdown.', '']
-    for teacher, by_schedule in _teachers(records).items():
-        order = ['w1', 'ws2', 'rr2', 'bp2']
-        ordered = {k: by_schedule[k] for k in sorted(by_schedule, key=lambda k: (order + [k]).index(k))}
-        runs = {k: r for k, r in ordered.items() if r['schedule'].get('mode', 'parallel') == 'parallel'}
-        craft = {k: r for k, r in ordered.items() if k not in runs}
-        ref = runs.get('w1')
-        if ref is None:
-            continue
-        times = {k: v['seconds'] for k, v in ref['tasks'].items()}
-        serial = ref['schedule']['makespan_s']
-        lines += [f'## {teacher}', '', *_findings(ref, runs, serial), '',
-                  '### Teacher and student (the 1-worker run, fine-tuned)', '',
-                  *models_table(ref['models']), '', *_layers_table(ref), '',
-                  '### Measured makespans', '',
-                  '| schedule | workers | makespan s | start-up s | speedup | efficiency | goal (>= 0.90) | '
-                  'lower bound s | blocks identical to 1 worker | CPU util % | task s, summed | task slowdown | '
-                  'busy share |',
-                  '|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---:|---:|']
-        greens = []
-        serial_busy = sum(times.values())
-        for schedule, run in runs.items():
-            busy = sum(v['seconds'] for v in run['tasks'].values())
-            s = run['schedule']
-            n = s['workers']
-            serial_j, run_j = _joules(ref), _joules(run)
-            pm = parallel_metrics(serial, s['makespan_s'], n, serial_j, run_j)
-            if pm['greenup'] is not None and n > 1:
-                greens.append(f"{schedule}: greenup {pm['greenup']:.2f}, powerup {pm['powerup']:.2f}")
-            util = ((run.get('energy') or {}).get('cpu_util') or {}).get('mean_percent')
-            diff = run.get('blocks_max_abs_difference_vs_w1')
-            same = '(reference)' if schedule == 'w1' else ('yes (bit-exact)' if diff == 0 else
-                                                          f'max diff {diff:.2g}' if diff is not None else '?')
-            goal = '' if n == 1 else ('met' if pm['efficiency'] >= GOAL_EFFICIENCY else 'not met')
-            lines.append(f"| {s['policy']} ({schedule}) | {n} | {s['makespan_s']:.1f} | {s['startup_s']:.1f} | "
-                         f"{pm['speedup']:.2f} | {pm['efficiency']:.2f} | {goal} | {lower_bound(times, n):.1f} | "
-                         f"{same} | {'?' if util is None else f'{util:.0f}'} | {busy:.1f} | {busy / serial_busy:.2f} | "
-                         f"{busy / (n * s['makespan_s']):.2f} |")
-        lines += ['', '### Simulated from the 1-worker task times (each worker on its own device: no contention)', '',
-                  '| workers | lower bound s | round robin s (speedup) | bin packing s (speedup) | work stealing s (speedup) |',
-                  '|---:|---:|---|---|---|']
-        for row in simulate(times, [2, 4, 8, 32]):
-            lines.append(f"| {row['workers']} | {row['lower_bound']:.1f} | "
-                         + ' | '.join(f"{row[p]:.1f} ({row[p + '_speedup']:.2f}x)"
-                                      for p in ('round_robin', 'bin_packing', 'work_stealing')) + ' |')
-        if craft:
-            lines += ['', '### Craft distillation (sequential) against the parallel blocks, before fine-tuning', '',
-                      '| run | order | layers replaced | assembled test accuracy (%) | params | MACs |',
-                      '|---|---|---:|---:|---:|---:|']
-            for name, run in {'w1': ref, **craft}.items():
-                a = run['models']['assembled']
-                kept = sum(r['kept'] for r in run['layers'])
-                lines.append(f"| {name} | {run['schedule'].get('mode', 'parallel')} | {kept} of {len(run['layers'])} | "
-                             f"{a['test_accuracy']:.2f} | {a['params']:,} | {a['macs']:,} |")
-        energy = ref.get('energy') or {}
-        unavailable = [f"{k}: {v.get('reason')}" for k, v in energy.items()
-                       if isinstance(v, dict) and v.get('available') is False]
-        if greens:
-            lines += ['', 'Energy (GPU + CPU package, over the tasks): ' + '; '.join(greens) + '.', '']
-        else:
-            lines += ['', f"Energy: {'; '.join(unavailable) or 'no readings'} - so greenup and powerup cannot be "
-                      'measured on this machine (they are computed where NVML or RAPL is readable; see '
-                      '`benchmarks/results/blockwise_gpu_h100.md` for a task under NVML).', '']
-    return '\n'.join(lines) + '\n'
+def build(root: Path, out: Path) -> list[str]:
+    """The report of the runs under ``root`` (or of its ``records.json``); writes ``<out>/records.json``."""
+    records = json.loads((root / RECORDS).read_text()) if (root / RECORDS).is_file() else collect(root)
+    if not records['runs']:
+        raise ReportError(f'no */blockwise.json nor {RECORDS} under {root}')
+    (out / RECORDS).write_text(json.dumps(records, indent=1) + '\n')
+    return render(records, f'python -m benchmarks.blockwise_report {out} --out {out}')
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog='python -m benchmarks.blockwise_report', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('source', help='the study runs root, or a folder with records.json')
-    p.add_argument('--out', required=True)
-    args = p.parse_args(argv)
-    source, out = Path(args.source), Path(args.out)
-    records = json.loads((source / RECORDS).read_text()) if (source / RECORDS).is_file() else collect(source)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RECORDS).write_text(json.dumps(records, indent=1) + '\n')
-    command = f'python -m benchmarks.blockwise_report {out} --out {out}'
-    (out / 'report.md').write_text(render(records, command))
-    return 0
+    return report_main('benchmarks.blockwise_report', __doc__, build, argv,
+                       'the study runs root, or a folder with records.json')
 
 
 if __name__ == '__main__':

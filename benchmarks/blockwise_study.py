@@ -5,13 +5,14 @@
 
 Per teacher (a blockwise YAML), the first schedule is the reference: it trains the teacher, runs every task on one
 worker, stores the task times and fine-tunes the student. The other schedules reuse that teacher (same checkpoint)
-and the stored times (bin packing), and only run the tasks (no fine-tuning): their makespans are the measurements. A schedule with ``mode: top_down``
-or ``bottom_up`` is craft distillation instead (serial, one layer after another; its assembled student is
-compared with the parallel one). Several study YAMLs may share a ``runs_root`` (e.g. the craft runs of
-``blockwise_craft_fashion_mnist.yaml`` reuse the main study's teacher); the report reads them all.
-Runs go in the order repeat -> teacher -> schedule, so drift of the machine spreads over all of them. A run whose
+and the stored times (bin packing), and only run the tasks (no fine-tuning): their makespans are the measurements. A
+schedule with ``mode: top_down`` or ``bottom_up`` is craft distillation instead (serial, one layer after another; its
+assembled student is compared with the parallel one). Several study YAMLs may share a ``runs_root`` (e.g. the craft
+runs of ``blockwise_craft_fashion_mnist.yaml`` reuse the main study's teacher); the report reads them all. Runs go in
+the order repeat -> teacher -> schedule, so drift of the machine spreads over all of them. A run whose
 ``blockwise.json`` exists is skipped, and a run resumes where it stopped, so an interrupted study is resumed by
-running the same command again. The study YAML is read with the recipes' loader (``base:``, interpolations).
+running the same command again. The study YAML is read with the recipes' loader (``base:``, interpolations); a bad
+one is one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -22,39 +23,28 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from recipes.cli import LOG_FORMAT, dotlist
-from recipes.config import load_mapping
-from recipes.errors import ConfigError
+from benchmarks.reporting import study_main
+from benchmarks.study_spec import StudyError, load_spec
+from recipes.cli import dotlist
 
 log = logging.getLogger('benchmarks.blockwise_study')
-KEYS = {'name', 'runs_root', 'teachers', 'schedules', 'repeats', 'overrides', 'simulate_workers'}
+DEFAULTS = {'repeats': 1, 'overrides': {}, 'simulate_workers': [4, 8, 32]}
 
 
-def load_study(path: str, runs_root: Optional[str] = None) -> dict[str, Any]:
-    """The study YAML, checked: ``teachers`` {name: blockwise YAML}, ``schedules`` [{name, policy, workers}] (the
-    first with 1 worker), ``repeats``, common ``overrides``, ``simulate_workers``."""
-    cfg = load_mapping(path)
-    unknown = set(cfg) - KEYS
-    if unknown:
-        raise ConfigError(f"unknown key '{sorted(unknown)[0]}'; allowed: {', '.join(sorted(KEYS))}")
-    for key in ('name', 'teachers', 'schedules'):
-        if key not in cfg:
-            raise ConfigError(f"missing required key '{key}'")
-    cfg.setdefault('runs_root', f"runs/{cfg['name']}")
-    cfg.setdefault('repeats', 1)
-    cfg.setdefault('overrides', {})
-    cfg.setdefault('simulate_workers', [4, 8, 32])
-    if runs_root:
-        cfg['runs_root'] = runs_root
+def load_study(path: str) -> dict[str, Any]:
+    """The study YAML, checked: ``teachers`` {name: blockwise YAML}, ``schedules`` [{name, policy, workers[, mode]}]
+    (the first with 1 worker), ``repeats``, common ``overrides``, ``simulate_workers``; ``runs_root`` defaults to
+    ``runs/<name>``."""
+    cfg = load_spec(path, ('name', 'teachers', 'schedules'), ('runs_root', *DEFAULTS))
+    cfg = {**DEFAULTS, 'runs_root': f"runs/{cfg['name']}", **cfg}
     for name, yaml in cfg['teachers'].items():
         if not Path(yaml).is_file():
-            raise ConfigError(f'teachers.{name}: YAML file not found: {yaml}')
-    first = cfg['schedules'][0]
-    if first.get('workers', 1) != 1:
-        raise ConfigError('schedules[0]: the reference schedule runs on 1 worker')
+            raise StudyError(f'{path}: teachers.{name}: YAML file not found: {yaml}')
     for i, s in enumerate(cfg['schedules']):
-        if set(s) - {'name', 'policy', 'workers', 'mode'} or 'name' not in s:
-            raise ConfigError(f'schedules[{i}]: expected {{name, policy, workers[, mode]}}, got {s}')
+        if not isinstance(s, dict) or set(s) - {'name', 'policy', 'workers', 'mode'} or 'name' not in s:
+            raise StudyError(f'{path}: schedules[{i}]: expected {{name, policy, workers[, mode]}}, got {s}')
+    if not cfg['schedules'] or cfg['schedules'][0].get('workers', 1) != 1:
+        raise StudyError(f'{path}: schedules[0]: the reference schedule runs on 1 worker')
     return cfg
 
 
@@ -84,22 +74,13 @@ def plan(cfg: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
     return runs
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def run(cfg: dict[str, Any], args: argparse.Namespace) -> int:
+    """Every run of :func:`plan` not finished earlier; exit status 1 if any failed."""
+    from benchmarks.study import record_machine
     from recipes import blockwise
 
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    p = argparse.ArgumentParser(prog='python -m benchmarks.blockwise_study', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('study')
-    p.add_argument('--runs-root')
-    args = p.parse_args(argv)
-    try:
-        cfg = load_study(args.study, args.runs_root)
-    except ConfigError as e:
-        sys.stderr.write(f'error: {e}\n')
-        return 2
-    from benchmarks.study import record_machine
-
+    if args.runs_root:
+        cfg['runs_root'] = args.runs_root
     runs = plan(cfg)
     todo = [r for r in runs if not (Path(cfg['runs_root']) / r[0] / 'blockwise.json').is_file()]
     if todo:
@@ -115,6 +96,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             log.error('%s: exit status %d', name, code)
             status = 1
     return status
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return study_main('benchmarks.blockwise_study', __doc__, load_study, run, argv,
+                      lambda p: p.add_argument('--runs-root', help='instead of the YAML\'s runs_root'))
 
 
 if __name__ == '__main__':

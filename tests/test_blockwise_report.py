@@ -11,7 +11,7 @@ import yaml
 
 from benchmarks.blockwise_report import render
 from benchmarks.blockwise_study import load_study, plan
-from recipes.errors import ConfigError
+from benchmarks.study_spec import StudyError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def test_report_numbers_by_hand():
                         't-ws2-r0': _run(2, 'work_stealing', 52.0, times, joules=800.0),
                         't-rr2-r0': _run(2, 'round_robin', 60.0, times)},
                'machine': {'sessions': [{'cpu': 'Test CPU', 'cores': 2, 'torch': '2.7', 'date': 'today'}]}}
-    text = render(records, 'cmd')
+    text = '\n'.join(render(records, 'cmd'))
     assert 'Test CPU, 2 cores' in text
     ws = next(l for l in text.splitlines() if l.startswith('| work_stealing (ws2)'))
     cells = [c.strip() for c in ws.split('|')[1:-1]]
@@ -69,5 +69,5 @@ def test_study_plan_reuses_the_reference_teacher_and_times(tmp_path):
     assert over['schedule.times'].endswith('runs/r8-w1-r0/task_times.json') and over['fine_tune'] == 'null'
     assert 'teacher.checkpoint' not in dict(o.split('=', 1) for o in runs[0][2])
     study.write_text(yaml.safe_dump({'name': 's', 'teachers': {}, 'schedules': [{'name': 'w2', 'workers': 2}]}))
-    with pytest.raises(ConfigError, match='the reference schedule runs on 1 worker'):
+    with pytest.raises(StudyError, match='the reference schedule runs on 1 worker'):
         load_study(str(study))
