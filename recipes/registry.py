@@ -20,6 +20,7 @@ from composer import optim as co
 from composer.core import Time
 
 from algorithms.analysis import SimilarityMonitor
+from algorithms.label_smoothing import LabelSmoothing
 from algorithms.profiling import EnergyMonitor
 
 from recipes.config import check_keys, check_time, check_type
@@ -42,7 +43,7 @@ SCHEDULERS: dict[str, Callable[..., Any]] = {
 # Recipe-level factories (e.g. knowledge distillation, which needs teachers built from model configs) are added
 # by ``recipes.algorithm_factories`` so that this table stays a plain name -> constructor map.
 ALGORITHMS: dict[str, Callable[..., Any]] = {
-    'label_smoothing': ca.LabelSmoothing,
+    'label_smoothing': LabelSmoothing,
     'channels_last': ca.ChannelsLast,
     'blurpool': ca.BlurPool,
     'progressive_resizing': ca.ProgressiveResizing,

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from algorithms.distillation import KnowledgeDistillation
 from algorithms.feature_distillation import CRD, FSP, FitNets
+from algorithms.label_smoothing import LabelSmoothing
 from algorithms.pruning import FixedMaskTraining, MagnitudePruning, RandomSparseInit, StructuredPruning
 
 
@@ -65,6 +66,7 @@ def _crd() -> CRD:
 
 
 ALGORITHM_SETTINGS: dict[str, AlgorithmSetting] = {
+    'label_smoothing': AlgorithmSetting(lambda: LabelSmoothing(smoothing=0.1)),  # fused into the loss
     'kd_kl': AlgorithmSetting(lambda: KnowledgeDistillation(teachers(1), kd_loss='kl', temperature=4.0)),
     'kd_mse': AlgorithmSetting(lambda: KnowledgeDistillation(teachers(1), kd_loss='mse', kd_loss_weight=0.5)),
     'kd_early_stop': AlgorithmSetting(lambda: KnowledgeDistillation(teachers(1), kd_loss='mse', end='0.5dur')),
