@@ -1,7 +1,8 @@
 """One parallel-blockwise task on a GPU, under the energy sampler: VGG-16 (CIFAR shape, 3x32x32) as the teacher,
 the block of one of its 3x3 convs trained on the teacher prefix only, with spliced checks.
 
-    python -m benchmarks.blockwise_gpu_check --layer features.10 --epochs 3 --out benchmarks/results/blockwise_gpu_h100.md
+    python -m benchmarks.blockwise_gpu_check --layer features.10 --epochs 3 \
+        --out benchmarks/results/blockwise_gpu_h100.md
 
 The teacher has random weights and the images are Gaussian, labelled by the teacher itself (so it scores 100% and a
 check measures how much of its function the block keeps); the point is the task's cost on the card: local-training
@@ -12,9 +13,7 @@ the distillation package's ``__init__`` (which imports Composer) is bypassed.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import sys
 import tempfile
 import time
@@ -23,7 +22,9 @@ from typing import Any, Optional
 
 import torch
 
-from benchmarks.standalone import bare_package, emit, load
+from benchmarks.energy_check import measured
+from benchmarks.markdown import table
+from benchmarks.timing import bare_package, command, device_name, emit, load, markdown, script
 
 
 def synthetic(teacher: torch.nn.Module, n: int, batch: int, device: torch.device, seed: int = 0):
@@ -51,8 +52,7 @@ def data_factory(train: list, val: list) -> tuple[list, list]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog='python -m benchmarks.blockwise_gpu_check', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script('blockwise_gpu_check', __doc__)
     p.add_argument('--layer', default='features.10')
     p.add_argument('--epochs', type=int, default=3)
     p.add_argument('--train', type=int, default=50000)
@@ -61,11 +61,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--out')
     args = p.parse_args(argv)
     bare_package('algorithms.distillation')
-    from algorithms import blockwise as bw  # noqa: E402
+    from algorithms import blockwise as bw
 
     vgg = load('recipes/architectures/vgg.py')
     energy = load('algorithms/profiling/energy.py')
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    cuda = device.type == 'cuda'
     torch.manual_seed(0)
     teacher = vgg.vgg16().to(device).eval()
     layer = bw.find_replaceable(teacher, (3, 32, 32), names=[args.layer])[0]
@@ -77,54 +78,49 @@ def main(argv: Optional[list[str]] = None) -> int:
         full_params = sum(p.numel() for p in teacher.parameters())
         full_peak = step_memory(lambda: teacher.train()(train[0][0]).sum().backward(), device)
         teacher.cpu()  # off the GPU: the task builds its own prefix
-        if device.type == 'cuda':
+        if cuda:
             torch.cuda.empty_cache()
-        task = bw.BlockTask(layer=layer, block='ds2', settings=bw.LocalTrainingSettings(epochs=args.epochs, check_every=1),
-                            build_teacher=vgg.vgg16, checkpoint=str(ckpt), input_shape=(3, 32, 32),
-                            data=functools.partial(data_factory, train, val), out_dir=tmp, reference=100.0,
-                            device=str(device))
-        if device.type == 'cuda':
-            torch.cuda.reset_peak_memory_stats()
+        settings = bw.LocalTrainingSettings(epochs=args.epochs, check_every=1)
+        task = bw.BlockTask(layer=layer, block='ds2', settings=settings, build_teacher=vgg.vgg16, checkpoint=str(ckpt),
+                            input_shape=(3, 32, 32), data=functools.partial(data_factory, train, val), out_dir=tmp,
+                            reference=100.0, device=str(device))
         sampler = energy.EnergySampler(energy.default_sources(), interval=1.0).start()
         start = time.perf_counter()
         summary = bw.run_block_task(task)
-        if device.type == 'cuda':
+        if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         power = sampler.stop()
         prefix = bw.TeacherPrefix(vgg.vgg16, layer, ckpt, (3, 32, 32), device)
         block = bw.build_block('ds2', prefix.teacher.get_submodule(layer.conv))
-        task_peak = step_memory(lambda: bw.local_loss(block(prefix(train[0][0])[0]), prefix(train[0][0])[1]).backward(),
-                                device)
-    gpu = torch.cuda.get_device_name(0) if device.type == 'cuda' else 'CPU only'
-    result = {'device': gpu, 'torch': torch.__version__, 'layer': args.layer, 'in_shape': layer.in_shape,
-              'out_shape': layer.out_shape, 'epochs': args.epochs, 'train_images': args.train,
-              'task_seconds': seconds, 'images_per_s': args.epochs * args.train / summary['seconds'],
+        task_peak = step_memory(lambda: bw.local_loss(block(prefix(train[0][0])[0]), prefix(train[0][0])[1])
+                                .backward(), device)
+    result = {'device': device_name(), 'torch': torch.__version__,
+              'layer': args.layer, 'in_shape': layer.in_shape, 'out_shape': layer.out_shape, 'epochs': args.epochs,
+              'train_images': args.train, 'task_seconds': seconds,
+              'images_per_s': args.epochs * args.train / summary['seconds'],
               'prefix_params': summary['prefix_params'], 'teacher_params': full_params,
-              'layer_macs': summary['layer_macs'], 'block_macs': summary['block_macs'],
-              'checks': summary['checks'], 'accepted': summary['accepted'],
+              **{k: summary[k] for k in ('layer_macs', 'block_macs', 'checks', 'accepted')},
               'step_memory_prefix_and_block_MiB': task_peak, 'step_memory_full_teacher_MiB': full_peak,
               'energy': power}
-    g = power['gpu']
+    rows = [
+        [f"task wall-clock (prefix build, {args.epochs} epochs of {args.train:,} images, {len(summary['checks'])} "
+         'checks)', f'{seconds:.1f} s'],
+        ['local training + checks throughput', f"{result['images_per_s']:,.0f} images/s"],
+        ['prefix parameters / teacher parameters', f"{summary['prefix_params']:,} / {full_params:,} "
+         f"({100 * summary['prefix_params'] / full_params:.1f}%)"],
+        [f'GPU memory one step adds (batch {args.batch}): prefix + block / whole teacher (weights, activations, '
+         'gradients)', f"{task_peak or float('nan'):.0f} / {full_peak or float('nan'):.0f} MiB"],
+        ['GPU energy over the task', measured(power['gpu'], '{joules:.0f} J, mean {mean_watts:.0f} W ({method})')],
+        ['CPU package energy', measured(power['cpu_package'], '{joules:.0f} J')],
+        ['spliced checks (epoch, accuracy %)', summary['checks']]]
     lines = ['# One blockwise task on a GPU', '',
-             f"Device: {gpu}; torch {torch.__version__}; command: `python -m benchmarks.blockwise_gpu_check "
-             f"--layer {args.layer} --epochs {args.epochs}`.", '',
-             f"VGG-16 (random weights, 3x32x32), layer `{args.layer}` {tuple(layer.in_shape)} -> {tuple(layer.out_shape)}, "
-             f"block ds2: {summary['block_macs']:,} MACs vs the conv's {summary['layer_macs']:,} per image.", '',
-             '| measure | value |', '|---|---|',
-             f"| task wall-clock (prefix build, {args.epochs} epochs of {args.train:,} images, {len(summary['checks'])} checks) | {seconds:.1f} s |",
-             f"| local training + checks throughput | {result['images_per_s']:,.0f} images/s |",
-             f"| prefix parameters / teacher parameters | {summary['prefix_params']:,} / {full_params:,} "
-             f"({100 * summary['prefix_params'] / full_params:.1f}%) |",
-             f"| GPU memory one step adds (batch {args.batch}): prefix + block / whole teacher (weights, "
-             f"activations, gradients) | {task_peak or float('nan'):.0f} / {full_peak or float('nan'):.0f} MiB |",
-             "| GPU energy over the task | " + (f"{g['joules']:.0f} J, mean {g['mean_watts']:.0f} W ({g['method']})"
-                                             if g.get('available') else f"unavailable: {g['reason']}") + ' |',
-             "| CPU package energy | " + (f"{power['cpu_package']['joules']:.0f} J" if power['cpu_package'].get('available')
-                                          else f"unavailable: {power['cpu_package']['reason']}") + ' |',
-             f"| spliced checks (epoch, accuracy %) | {summary['checks']} |"]
-    text = '\n'.join(lines) + '\n\n```json\n' + json.dumps(result, indent=1, default=str) + '\n```\n'
-    emit(text, args.out)
+             f"Device: {result['device']}; torch {torch.__version__}; command: "
+             f"`{command('blockwise_gpu_check', args, 'layer', 'epochs')}`.", '',
+             f"VGG-16 (random weights, 3x32x32), layer `{args.layer}` {tuple(layer.in_shape)} -> "
+             f"{tuple(layer.out_shape)}, block ds2: {summary['block_macs']:,} MACs vs the conv's "
+             f"{summary['layer_macs']:,} per image.", '', *table(['measure', 'value'], rows)]
+    emit(markdown(lines, result), args.out)
     return 0
 
 

@@ -3,31 +3,34 @@ CIFAR-100 shapes, batch 64, CRD over N = 50,000 samples with 16,384 negatives), 
 
     python -m benchmarks.crd_step_overhead --out benchmarks/results/crd_step_overhead_h100.md     # on a GPU
 
-Four training steps, each forward + backward + SGD step of the student on the same device-resident batches:
-``ce`` (the task loss alone), ``kd`` (+ the teacher's forward and KL KD, T=4), ``crd_kd`` (+ CRD: both embeddings,
-the negatives drawn on a CPU generator and moved to the device, the two bank lookups ``[B, K+1, 128]``, the NCE
-loss and the momentum update of the banks) and ``crd_kd_device_sampler`` (the same with the negatives drawn on the
-device, as the CRD term draws them since this benchmark showed the CPU draw costing up to half the step). The arithmetic is the library's own (``crd_memory.py``, the losses
-modules, the project's resnet32x4), loaded by path so that the script runs on an image without Composer; the
-Composer-side cost of the terms (taps, loss dict) is not in it. Rounds interleave the three steps; the report gives
-the median per-step time over rounds and the ratios.
+Four training steps of the student (forward, backward, SGD step) on the same device-resident batches: ``ce`` (the task
+loss alone), ``kd`` (+ the teacher's forward and KL KD, T=4), ``crd_kd`` (+ CRD: both embeddings, negatives drawn on
+a CPU generator and moved to the device, the two bank lookups ``[B, K+1, 128]``, the NCE loss, the banks' momentum
+update) and ``crd_kd_device_sampler`` (negatives drawn on the device, as the CRD term now does: this benchmark showed
+the CPU draw costing up to half the step). The arithmetic is the library's own, loaded by path so that the script runs
+without Composer (the terms' Composer-side cost is not in it). Rounds of ``--steps`` steps of each interleave after a
+warm-up round; the report gives the median per-step time over rounds and the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
 import sys
-import time
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.standalone import emit, load
+from benchmarks.markdown import table
+from benchmarks.timing import command, device_name, emit, interleave, load, markdown, medians, ratios, script
 
-def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[int], None]]:
-    """The three step functions, sharing one student, teacher and batch pool."""
+KINDS = ('ce', 'kd', 'crd_kd', 'crd_kd_device_sampler')
+
+
+def build(args: argparse.Namespace, device: torch.device) -> Callable[[str], None]:
+    """``block(kind)``: ``--steps`` training steps of that kind, then a wait for the device; all kinds share one
+    student, teacher and pool of batches."""
     resnets = load('recipes/architectures/cifar_resnet.py')
     memory_mod = load('algorithms/feature_distillation/crd_memory.py')
     feature_losses = load('algorithms/feature_distillation/losses.py')
@@ -47,12 +50,11 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
     pool = [(torch.randn(args.batch, 3, 32, 32, generator=g).to(device),
              torch.randint(0, 100, (args.batch,), generator=g).to(device),
              torch.randint(0, args.num_data, (args.batch,), generator=g).to(device)) for _ in range(4)]
-    sampler = torch.Generator().manual_seed(1)
-    device_sampler = torch.Generator(device=device).manual_seed(1)
+    cpu_sampler, device_sampler = torch.Generator().manual_seed(1), torch.Generator(device=device).manual_seed(1)
     k = min(args.nce_k, args.num_data - 1)
 
-    def step(kind: str) -> Callable[[int], None]:
-        def run(i: int) -> None:
+    def block(kind: str) -> None:
+        for i in range(args.steps):
             x, y, idx = pool[i % len(pool)]
             logits = student(x)
             loss = F.cross_entropy(logits, y)
@@ -62,8 +64,8 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
                 loss = loss + kd_losses.kl_divergence_loss(logits, t_logits, temperature=4.0)
             if kind.startswith('crd_kd'):
                 v_s, v_t = embed_s(feats['s']), embed_t(feats['t'].detach())
-                if kind == 'crd_kd':  # negatives drawn on the CPU, as the term does, then moved
-                    neg = torch.randint(0, args.num_data, (idx.shape[0], k), generator=sampler)
+                if kind == 'crd_kd':  # negatives drawn on the CPU, as the term did, then moved
+                    neg = torch.randint(0, args.num_data, (idx.shape[0], k), generator=cpu_sampler)
                     contrast_idx = torch.cat([idx.cpu().unsqueeze(1), neg], dim=1).to(device)
                 else:  # drawn where the banks are
                     neg = torch.randint(0, args.num_data, (idx.shape[0], k), generator=device_sampler, device=device)
@@ -74,34 +76,14 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return run
-
-    return {kind: step(kind) for kind in ('ce', 'kd', 'crd_kd', 'crd_kd_device_sampler')}
-
-
-def measure(steps: dict[str, Callable[[int], None]], n: int, rounds: int, device: torch.device) -> dict[str, list[float]]:
-    def sync() -> None:
         if device.type == 'cuda':
             torch.cuda.synchronize()
 
-    for fn in steps.values():  # warm-up (cuDNN autotuning, allocator)
-        for i in range(3):
-            fn(i)
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(rounds):
-        for kind, fn in steps.items():
-            sync()
-            start = time.perf_counter()
-            for i in range(n):
-                fn(i)
-            sync()
-            times[kind].append((time.perf_counter() - start) / n)
-    return times
+    return block
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog='python -m benchmarks.crd_step_overhead', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script('crd_step_overhead', __doc__)
     p.add_argument('--arch', default='resnet32x4')
     p.add_argument('--batch', type=int, default=64)
     p.add_argument('--num-data', type=int, default=50_000)
@@ -112,22 +94,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     torch.backends.cudnn.benchmark = True
-    times = measure(build(args, device), args.steps, args.rounds, device)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    name = torch.cuda.get_device_name(0) if device.type == 'cuda' else 'CPU'
+    block = build(args, device)
+    blocks = interleave({kind: functools.partial(block, kind) for kind in KINDS}, args.rounds)
+    times = {kind: [t / args.steps for t in ts] for kind, ts in blocks.items()}
+    med = medians(times)
+    vs_ce, vs_kd = ratios(med, 'ce'), ratios(med, 'kd')
+    rows = [[kind, f'{1000 * m:.2f}', ', '.join(f'{1000 * t:.2f}' for t in times[kind]), f'{vs_ce[kind]:.2f}x',
+             f'{vs_kd[kind]:.2f}x'] for kind, m in med.items()]
     lines = [
         '# CRD step vs KD step', '',
-        f'Device: {name}; torch {torch.__version__}; fp32; {args.arch} student and teacher, batch {args.batch}, '
-        f'N = {args.num_data:,}, K = {min(args.nce_k, args.num_data - 1):,} negatives, 128-d embeddings; '
-        f'{args.rounds} interleaved rounds of {args.steps} steps each; median per-step time.', '',
-        f'Command: `python -m benchmarks.crd_step_overhead --arch {args.arch} --batch {args.batch} '
-        f'--num-data {args.num_data} --nce-k {args.nce_k} --steps {args.steps} --rounds {args.rounds}`', '',
-        '| step | ms per step (median) | all rounds, ms | vs CE | vs KD |', '|---|---|---|---|---|']
-    for kind, m in med.items():
-        lines.append(f"| {kind} | {1000 * m:.2f} | {', '.join(f'{1000 * t:.2f}' for t in times[kind])} | "
-                     f"{m / med['ce']:.2f}x | {m / med['kd']:.2f}x |")
-    text = '\n'.join(lines) + '\n'
-    emit(text, args.out)
+        f'Device: {device_name()}; torch {torch.__version__}; fp32; {args.arch} student and teacher, batch '
+        f'{args.batch}, N = {args.num_data:,}, K = {min(args.nce_k, args.num_data - 1):,} negatives, 128-d '
+        f'embeddings; {args.rounds} interleaved rounds of {args.steps} steps each; median per-step time.', '',
+        f"Command: `{command('crd_step_overhead', args, 'arch', 'batch', 'num_data', 'nce_k', 'steps', 'rounds')}`",
+        '', *table(['step', 'ms per step (median)', 'all rounds, ms', 'vs CE', 'vs KD'], rows)]
+    emit(markdown(lines), args.out)
     return 0
 
 

@@ -9,7 +9,6 @@ the project: >= 92% test accuracy in <= 3 minutes of training on 2 CPU cores.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import subprocess
@@ -20,7 +19,8 @@ from typing import Any, Optional
 from benchmarks.intervals import mean_interval
 from benchmarks.markdown import table
 from benchmarks.records import is_finished
-from benchmarks.standalone import REPO, emit
+from benchmarks.machine import machine_info
+from benchmarks.timing import REPO, emit, header, markdown, script, typed_command
 
 log = logging.getLogger('benchmarks.default_job')
 ACC = 'eval/MulticlassAccuracy'
@@ -40,37 +40,27 @@ def render(recipe: str, rows: list[tuple[int, dict[str, Any]]], machine: dict[st
     acc = mean_interval([r['final_metrics'][ACC] for _, r in rows])
     train = mean_interval([r['train_wct_s'] for _, r in rows])
     total = mean_interval([r['total_wct_s'] for _, r in rows])
-    ok_acc, ok_time = acc.mean >= GOAL_ACC, train.mean <= GOAL_S
-    lines = ['# The default job, measured', '', f'Command: `{cmd}`', '',
-             f"Machine: {machine.get('cpu')} ({machine.get('cores')} cores), {machine.get('device')}, torch "
-             f"{machine.get('torch')}, Composer {machine.get('composer')}; {machine.get('date')}. One run at a time.",
-             '', f'Recipe `{recipe}`.', '']
     cells = [[s, f"{100 * r['final_metrics'][ACC]:.2f}", f"{r['train_wct_s']:.1f}", f"{r['total_wct_s']:.1f}"]
              for s, r in rows]
-    lines += table(['seed', 'test accuracy (%)', 'training wall-clock (s)', 'with evaluation (s)'],
-                   cells + [['mean [95% CI]', acc.fmt(2, 100), train.fmt(1), total.fmt(1)]])
-    lines += ['',
-              f"Goal >= {100 * GOAL_ACC:.0f}% test accuracy: {'met' if ok_acc else 'not met'} (mean); training in "
-              f"<= {GOAL_S:.0f} s: {'met' if ok_time else 'not met'} (mean).", '']
-    return '\n'.join(lines)
+    return markdown([
+        *header('The default job, measured', cmd, machine, note=' One run at a time.'), f'Recipe `{recipe}`.', '',
+        *table(['seed', 'test accuracy (%)', 'training wall-clock (s)', 'with evaluation (s)'],
+               cells + [['mean [95% CI]', acc.fmt(2, 100), train.fmt(1), total.fmt(1)]]), '',
+        f"Goal >= {100 * GOAL_ACC:.0f}% test accuracy: {'met' if acc.mean >= GOAL_ACC else 'not met'} (mean); "
+        f"training in <= {GOAL_S:.0f} s: {'met' if train.mean <= GOAL_S else 'not met'} (mean)."])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    p = argparse.ArgumentParser(prog='python -m benchmarks.default_job', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script('default_job', __doc__)
     p.add_argument('--recipe', default='yamls/fashion_mnist/fast_cnn.yaml')
     p.add_argument('--seeds', type=int, nargs='+', default=[17, 1, 2])
     p.add_argument('--runs-root', default='runs/default-job')
     p.add_argument('--out', help='also write the markdown result here')
     p.add_argument('overrides', nargs='*', help='recipe overrides, KEY=VALUE')
     args = p.parse_args(argv)
-    from benchmarks.machine import machine_info
-
     rows = [(s, run_seed(args.recipe, s, Path(args.runs_root).resolve() / f'seed{s}', args.overrides))
             for s in args.seeds]
-    cmd = ' '.join(['.venv/bin/python -m benchmarks.default_job', *(argv if argv is not None else sys.argv[1:])])
-    emit(render(args.recipe, rows, machine_info(), cmd), args.out)
+    emit(render(args.recipe, rows, machine_info(), typed_command('default_job', argv)), args.out)
     return 0
 
 

@@ -9,15 +9,19 @@ compared with watts times seconds. Runs without Composer (loads ``algorithms/pro
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from typing import Any, Optional
 
 import torch
 
-from benchmarks.standalone import emit, load
+from benchmarks.markdown import table
+from benchmarks.timing import command, device_name, emit, load, markdown, script
+
+
+def measured(summary: dict[str, Any], text: str) -> str:
+    """``text`` formatted with one source of a sampler's summary, or why that source is unavailable."""
+    return text.format(**summary) if summary.get('available') else f"unavailable: {summary['reason']}"
 
 
 def phase(energy: Any, seconds: float, work: bool) -> dict[str, Any]:
@@ -40,30 +44,20 @@ def phase(energy: Any, seconds: float, work: bool) -> dict[str, Any]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog='python -m benchmarks.energy_check', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script('energy_check', __doc__)
     p.add_argument('--seconds', type=float, default=10.0)
     p.add_argument('--out')
     args = p.parse_args(argv)
     energy = load('algorithms/profiling/energy.py')
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'
-    result = {'device': device, 'torch': torch.__version__, 'idle': phase(energy, args.seconds, False),
+    result = {'device': device_name(), 'torch': torch.__version__, 'idle': phase(energy, args.seconds, False),
               'load': phase(energy, args.seconds, True)}
-    lines = ['# Energy sampler on real hardware', '', f'Device: {device}; torch {torch.__version__}; command: '
-             f'`python -m benchmarks.energy_check --seconds {args.seconds:g}`.', '',
-             '| phase | seconds | GPU J (mean W) | CPU package J | CPU util % | bf16 TFLOP/s |', '|---|---|---|---|---|---|']
-    for name in ('idle', 'load'):
-        s = result[name]
-        gpu = s['gpu']
-        gpu_text = f"{gpu['joules']:.0f} ({gpu['mean_watts']:.0f} W)" if gpu.get('available') else \
-            f"unavailable: {gpu['reason']}"
-        cpu = s['cpu_package']
-        cpu_text = f"{cpu['joules']:.0f}" if cpu.get('available') else f"unavailable: {cpu['reason']}"
-        util = s['cpu_util']
-        util_text = f"{util['mean_percent']:.1f}" if util.get('available') else 'unavailable'
-        lines.append(f"| {name} | {s['seconds']:.1f} | {gpu_text} | {cpu_text} | {util_text} | {s['tflops']:.0f} |")
-    text = '\n'.join(lines) + '\n\n```json\n' + json.dumps(result, indent=1, default=str) + '\n```\n'
-    emit(text, args.out)
+    rows = [[name, f"{s['seconds']:.1f}", measured(s['gpu'], '{joules:.0f} ({mean_watts:.0f} W)'),
+             measured(s['cpu_package'], '{joules:.0f}'), measured(s['cpu_util'], '{mean_percent:.1f}'),
+             f"{s['tflops']:.0f}"] for name, s in (('idle', result['idle']), ('load', result['load']))]
+    lines = ['# Energy sampler on real hardware', '', f"Device: {result['device']}; torch {torch.__version__}; "
+             f"command: `{command('energy_check', args, 'seconds')}`.", '',
+             *table(['phase', 'seconds', 'GPU J (mean W)', 'CPU package J', 'CPU util %', 'bf16 TFLOP/s'], rows)]
+    emit(markdown(lines, result), args.out)
     return 0
 
 

@@ -12,25 +12,23 @@ warm-up round each, so that drift of the machine falls on both; the ratio of the
 """
 from __future__ import annotations
 
-import argparse
-import logging
+import copy
+import functools
 import sys
-import time
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
 from benchmarks.markdown import table
-from benchmarks.standalone import emit
-
-log = logging.getLogger('benchmarks.loader_throughput')
+from benchmarks.machine import machine_info
+from benchmarks.timing import emit, header, interleave, markdown, script, typed_command
+from recipes import registry
+from recipes.builders import launch, prepare
+from recipes.config import load_config
 
 
 def recipe_trainer(recipe: str, overrides: list[str]) -> Any:
     """The recipe's Trainer, without evaluation or checkpoints, for a long duration (fit is called in chunks)."""
-    from recipes.builders import launch, prepare
-    from recipes.config import load_config
-
     cfg = load_config(recipe, [*overrides, 'eval_loader=null', 'save_folder=null', 'progress_bar=false',
                                'max_duration=100000ba', 'run_dir=runs/loader-throughput', 'loggers={}'])
     trainer = launch(prepare(cfg))
@@ -38,12 +36,9 @@ def recipe_trainer(recipe: str, overrides: list[str]) -> Any:
     return trainer, cfg
 
 
-def bare_loop(trainer: Any, cfg: dict[str, Any], channels_last: bool = True, compile: bool = False) -> Any:
+def bare_loop(trainer: Any, cfg: dict[str, Any], channels_last: bool = True,
+              compile: bool = False) -> Callable[[], None]:
     """A step function over the recipe's own model copy, optimizer settings and data tensors."""
-    import copy
-
-    from recipes import registry
-
     model = copy.deepcopy(trainer.state.model.module)
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     forward = torch.compile(model) if compile else model
@@ -51,105 +46,87 @@ def bare_loop(trainer: Any, cfg: dict[str, Any], channels_last: bool = True, com
     loader = trainer.state.train_dataloader
     dataset, sampler = loader.dataset, copy.copy(loader.sampler)  # its own epoch counter
     smoothing = float((cfg['algorithms'].get('label_smoothing') or {}).get('smoothing', 0.0))
-    batches = iter(())
 
-    def step() -> int:
-        nonlocal batches
-        key = next(batches, None)
-        if key is None:
+    def keys() -> Iterator[Any]:  # the sampler's batch keys, epoch after epoch
+        while True:
             sampler.set_epoch(sampler.epoch + 1)
-            batches = iter(sampler)
-            key = next(batches)
-        x, y = dataset[key][:2]
+            yield from sampler
+
+    batches = keys()
+
+    def step() -> None:
+        x, y = dataset[next(batches)][:2]
         if not channels_last:
             x = x.contiguous()
         loss = torch.nn.functional.cross_entropy(forward(x), y, label_smoothing=smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return len(y)
 
     return step
 
 
 def measure(recipe: str, overrides: list[str], rounds: int, steps: int) -> dict[str, Any]:
+    """Images/s of the recipe's Trainer and of the bare loop, ``rounds`` interleaved rounds after a warm-up."""
     trainer, cfg = recipe_trainer(recipe, overrides)
     step = bare_loop(trainer, cfg)
-    batch = cfg['global_train_batch_size']
-    times: dict[str, list[float]] = {'recipe': [], 'bare': []}
-    for r in range(rounds + 1):  # round 0 warms both up and is not counted
-        t = time.perf_counter()
-        trainer.fit(duration=f'{steps}ba')
-        recipe_s = time.perf_counter() - t
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        bare_s = time.perf_counter() - t
-        if r:
-            times['recipe'].append(recipe_s)
-            times['bare'].append(bare_s)
-        log.info('round %d: recipe %.1f img/s, bare %.1f img/s', r, steps * batch / recipe_s, steps * batch / bare_s)
+    times = interleave({'recipe': lambda: trainer.fit(duration=f'{steps}ba'),
+                        'bare': lambda: [step() for _ in range(steps)]}, rounds)
     trainer.close()
-    images = rounds * steps * batch
-    recipe_ips, bare_ips = images / sum(times['recipe']), images / sum(times['bare'])
-    per_round = [b / r for r, b in zip(times['recipe'], times['bare'])]
+    batch = cfg['global_train_batch_size']
+    recipe_ips, bare_ips = (rounds * steps * batch / sum(times[name]) for name in ('recipe', 'bare'))
     return {'recipe': recipe, 'overrides': overrides, 'batch': batch, 'rounds': rounds, 'steps': steps,
             'recipe_ips': recipe_ips, 'bare_ips': bare_ips, 'ratio': recipe_ips / bare_ips,
-            'ratio_per_round': per_round, 'threads': torch.get_num_threads()}
+            'ratio_per_round': [b / r for r, b in zip(times['recipe'], times['bare'])]}
 
 
 def choices(recipe: str, overrides: list[str], steps: int, rounds: int) -> list[tuple[str, str]]:
     """The bare loop under the settings one might choose between, interleaved in ``rounds`` of ``steps`` after a
     warm-up: contiguous vs ``channels_last``, 1 vs all threads, ``torch.compile`` (its failure reported, not raised)."""
     trainer, cfg = recipe_trainer(recipe, overrides)
-    batch, threads = cfg['global_train_batch_size'], torch.get_num_threads()
-    settings = (('contiguous (NCHW)', {'channels_last': False}, threads), ('channels_last', {}, threads),
-                ('channels_last, 1 thread', {}, 1), ('channels_last + torch.compile', {'compile': True}, threads))
-    steps_of, seconds, failed = {}, {name: 0.0 for name, _, _ in settings}, {}
-    for r in range(rounds + 1):  # round 0: warm-up (and compilation), not counted
-        for name, kwargs, n_threads in settings:
-            if name in failed:
-                continue
-            torch.set_num_threads(n_threads)
-            try:
-                step = steps_of.setdefault(name, bare_loop(trainer, cfg, **kwargs))
-                t = time.perf_counter()
-                for _ in range(steps):
-                    step()
-                if r:
-                    seconds[name] += time.perf_counter() - t
-            except Exception as e:  # noqa: BLE001 (a setting that does not work here is a result)
-                failed[name] = f'failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:120]}'
-            finally:
-                torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    settings = {'contiguous (NCHW)': ({'channels_last': False}, threads), 'channels_last': ({}, threads),
+                'channels_last, 1 thread': ({}, 1), 'channels_last + torch.compile': ({'compile': True}, threads)}
+    loops = {name: (bare_loop(trainer, cfg, **kwargs), n_threads) for name, (kwargs, n_threads) in settings.items()}
+    failed: dict[str, str] = {}
+
+    def run(name: str) -> None:  # one round of one setting; the warm-up round compiles
+        step, n_threads = loops[name]
+        if name in failed:
+            return
+        torch.set_num_threads(n_threads)
+        try:
+            for _ in range(steps):
+                step()
+        except Exception as e:  # noqa: BLE001 (a setting that does not work here is a result)
+            failed[name] = f'failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:120]}'
+        finally:
+            torch.set_num_threads(threads)
+
+    times = interleave({name: functools.partial(run, name) for name in settings}, rounds)
     trainer.close()
-    return [(name, failed.get(name) or f'{rounds * steps * batch / seconds[name]:.1f}') for name, _, _ in settings]
+    images = rounds * steps * cfg['global_train_batch_size']
+    return [(name, failed.get(name) or f'{images / sum(times[name]):.1f}') for name in settings]
 
 
 def render(result: dict[str, Any], machine: dict[str, Any], cmd: str,
            options: list[tuple[str, str]] | None = None) -> str:
     ok = 'met' if result['ratio'] >= 0.90 else 'not met'
     rounds = ', '.join(f'{r:.3f}' for r in result['ratio_per_round'])
-    return '\n'.join([
-        '# Training-loop throughput: the recipe vs a bare PyTorch loop', '',
-        f'Command: `{cmd}`', '',
-        f"Machine: {machine.get('cpu')} ({machine.get('cores')} cores, {result['threads']} torch threads), "
-        f"{machine.get('device')}, torch {machine.get('torch')}, Composer {machine.get('composer')}; "
-        f"{machine.get('date')}.", '',
+    return markdown([
+        *header('Training-loop throughput: the recipe vs a bare PyTorch loop', cmd, machine, threads=True),
         f"Recipe `{result['recipe']}` {' '.join(result['overrides'])}, batch {result['batch']}; "
         f"{result['rounds']} interleaved rounds of {result['steps']} steps each after a warm-up round.", '',
         '| loop | images/s |', '|---|---|',
         f"| recipe (Composer Trainer, in-memory loader, callbacks) | {result['recipe_ips']:.1f} |",
         f"| bare PyTorch (same model channels_last, optimizer, batches) | {result['bare_ips']:.1f} |", '',
-        f"**Ratio recipe / bare: {result['ratio']:.3f}** (goal >= 0.90: {ok}); per round: {rounds}.", '',
-        *(['## The bare loop under other settings (images/s, the same rounds, interleaved)', '',
-           *table(['setting', 'images/s'], options), ''] if options else [])])
+        f"**Ratio recipe / bare: {result['ratio']:.3f}** (goal >= 0.90: {ok}); per round: {rounds}.",
+        *(['', '## The bare loop under other settings (images/s, the same rounds, interleaved)', '',
+           *table(['setting', 'images/s'], options)] if options else [])])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    p = argparse.ArgumentParser(prog='python -m benchmarks.loader_throughput', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script('loader_throughput', __doc__)
     p.add_argument('--recipe', default='yamls/fashion_mnist/resnet8.yaml')
     p.add_argument('--rounds', type=int, default=4)
     p.add_argument('--steps', type=int, default=60)
@@ -158,12 +135,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                    'with 1 thread, and under torch.compile')
     p.add_argument('overrides', nargs='*', help='recipe overrides, KEY=VALUE')
     args = p.parse_args(argv)
-    from benchmarks.machine import machine_info
-
     result = measure(args.recipe, args.overrides, args.rounds, args.steps)
     options = choices(args.recipe, args.overrides, args.steps, args.rounds) if args.choices else None
-    cmd = ' '.join(['.venv/bin/python -m benchmarks.loader_throughput', *(argv if argv is not None else sys.argv[1:])])
-    emit(render(result, machine_info(), cmd, options), args.out)
+    emit(render(result, machine_info(), typed_command('loader_throughput', argv), options), args.out)
     return 0
 
 

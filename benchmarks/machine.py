@@ -1,4 +1,5 @@
-"""What machine a measurement came from: CPU model, cores, accelerator, library versions, date."""
+"""What machine a measurement came from: CPU model, cores, accelerator, library versions, date. Composer is imported
+only when asked for its version, so that the scripts that also run without it can import this module."""
 
 from __future__ import annotations
 
@@ -9,23 +10,22 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import composer
 import torch
 
 
 def _cpu_model() -> str:
     try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
+        names = [line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
+                 if line.startswith('model name')]
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def machine_info() -> dict[str, Any]:
     """A small dict to store beside every benchmark result."""
+    import composer
+
     cuda = torch.cuda.is_available()
     return {
         'cpu': _cpu_model(),

@@ -13,7 +13,8 @@ Copyright 2018 Google Inc. Licensed under the Apache License, Version 2.0 (the "
 file except in compliance with the License. You may obtain a copy of the License at
 http://www.apache.org/licenses/LICENSE-2.0. Unless required by applicable law or agreed to in writing, software
 distributed under the License is distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND,
-either express or implied. Changes: reduced to the functions above, Python 3 only, ``verbose`` removed.
+either express or implied. Changes: reduced to the functions above, written more compactly (the same arithmetic),
+Python 3 only, ``verbose`` removed.
 """
 
 from __future__ import annotations
@@ -34,33 +35,21 @@ def positivedef_matrix_sqrt(array: np.ndarray) -> np.ndarray:
 
 def remove_small(sigma_xx, sigma_xy, sigma_yx, sigma_yy, epsilon):
     """cca_core.remove_small: drop the directions whose variance is below epsilon."""
-    x_diag = np.abs(np.diagonal(sigma_xx))
-    y_diag = np.abs(np.diagonal(sigma_yy))
-    x_idxs = (x_diag >= epsilon)
-    y_idxs = (y_diag >= epsilon)
-    sigma_xx_crop = sigma_xx[x_idxs][:, x_idxs]
-    sigma_xy_crop = sigma_xy[x_idxs][:, y_idxs]
-    sigma_yx_crop = sigma_yx[y_idxs][:, x_idxs]
-    sigma_yy_crop = sigma_yy[y_idxs][:, y_idxs]
-    return sigma_xx_crop, sigma_xy_crop, sigma_yx_crop, sigma_yy_crop, x_idxs, y_idxs
+    x_idxs = np.abs(np.diagonal(sigma_xx)) >= epsilon
+    y_idxs = np.abs(np.diagonal(sigma_yy)) >= epsilon
+    return (sigma_xx[x_idxs][:, x_idxs], sigma_xy[x_idxs][:, y_idxs], sigma_yx[y_idxs][:, x_idxs],
+            sigma_yy[y_idxs][:, y_idxs], x_idxs, y_idxs)
 
 
 def compute_ccas(sigma_xx, sigma_xy, sigma_yx, sigma_yy, epsilon):
     """cca_core.compute_ccas: canonical correlations from the covariance blocks (absolute singular values)."""
-    (sigma_xx, sigma_xy, sigma_yx, sigma_yy,
-     x_idxs, y_idxs) = remove_small(sigma_xx, sigma_xy, sigma_yx, sigma_yy, epsilon)
-    numx = sigma_xx.shape[0]
-    numy = sigma_yy.shape[0]
+    sigma_xx, sigma_xy, sigma_yx, sigma_yy, _, _ = remove_small(sigma_xx, sigma_xy, sigma_yx, sigma_yy, epsilon)
+    numx, numy = sigma_xx.shape[0], sigma_yy.shape[0]
     if numx == 0 or numy == 0:
         return np.zeros(0)
-    sigma_xx += epsilon * np.eye(numx)
-    sigma_yy += epsilon * np.eye(numy)
-    inv_xx = np.linalg.pinv(sigma_xx)
-    inv_yy = np.linalg.pinv(sigma_yy)
-    invsqrt_xx = positivedef_matrix_sqrt(inv_xx)
-    invsqrt_yy = positivedef_matrix_sqrt(inv_yy)
-    arr = np.dot(invsqrt_xx, np.dot(sigma_xy, invsqrt_yy))
-    u, s, v = np.linalg.svd(arr)
+    invsqrt_xx = positivedef_matrix_sqrt(np.linalg.pinv(sigma_xx + epsilon * np.eye(numx)))
+    invsqrt_yy = positivedef_matrix_sqrt(np.linalg.pinv(sigma_yy + epsilon * np.eye(numy)))
+    _, s, _ = np.linalg.svd(np.dot(invsqrt_xx, np.dot(sigma_xy, invsqrt_yy)))
     return np.abs(s)
 
 
@@ -70,17 +59,10 @@ def get_cca_coefs(acts1: np.ndarray, acts2: np.ndarray, epsilon: float = 0.0) ->
     assert acts1.shape[0] < acts1.shape[1], "input must be number of neurons by datapoints"
     numx = acts1.shape[0]
     covariance = np.cov(acts1, acts2)
-    sigmaxx = covariance[:numx, :numx]
-    sigmaxy = covariance[:numx, numx:]
-    sigmayx = covariance[numx:, :numx]
-    sigmayy = covariance[numx:, numx:]
-    xmax = np.max(np.abs(sigmaxx))
-    ymax = np.max(np.abs(sigmayy))
-    sigmaxx /= xmax
-    sigmayy /= ymax
-    sigmaxy /= np.sqrt(xmax * ymax)
-    sigmayx /= np.sqrt(xmax * ymax)
-    return compute_ccas(sigmaxx, sigmaxy, sigmayx, sigmayy, epsilon=epsilon)
+    xmax, ymax = np.max(np.abs(covariance[:numx, :numx])), np.max(np.abs(covariance[numx:, numx:]))
+    return compute_ccas(covariance[:numx, :numx] / xmax, covariance[:numx, numx:] / np.sqrt(xmax * ymax),
+                        covariance[numx:, :numx] / np.sqrt(xmax * ymax), covariance[numx:, numx:] / ymax,
+                        epsilon=epsilon)
 
 
 def _svd_reduce(acts: np.ndarray, keep: Union[float, int]) -> np.ndarray:
@@ -98,7 +80,6 @@ def _svd_reduce(acts: np.ndarray, keep: Union[float, int]) -> np.ndarray:
 def svcca_reference(acts1: np.ndarray, acts2: np.ndarray, keep: Union[float, int] = 0.99,
                     epsilon: float = 1e-10) -> float:
     """SVCCA similarity as google/svcca's tutorial computes it: the mean of all canonical correlations."""
-    acts1 = np.asarray(acts1, dtype=np.float64)
-    acts2 = np.asarray(acts2, dtype=np.float64)
-    coefs = get_cca_coefs(_svd_reduce(acts1, keep), _svd_reduce(acts2, keep), epsilon=epsilon)
+    reduced = (_svd_reduce(np.asarray(acts, dtype=np.float64), keep) for acts in (acts1, acts2))
+    coefs = get_cca_coefs(*reduced, epsilon=epsilon)
     return float(np.mean(coefs)) if coefs.size else 0.0

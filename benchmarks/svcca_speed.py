@@ -12,29 +12,24 @@ with ``/proc/loadavg`` before and after (other processes on a shared machine slo
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import math
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a script, by path
 
 from algorithms.analysis import svcca  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.svcca_reference import svcca_reference  # noqa: E402
+from benchmarks.timing import REPO, interleave, script, write  # noqa: E402
 
-log = logging.getLogger('benchmarks.svcca_speed')
 GOAL_S, GOAL_RATIO, GOAL_DIFF = 0.5, 5.0, 1e-4
 
 
@@ -52,10 +47,8 @@ def activations(neurons: int, datapoints: int, seed: int = 0) -> tuple[np.ndarra
 
 
 def loadavg() -> str:
-    try:
-        return ' '.join(Path('/proc/loadavg').read_text().split()[:3])
-    except OSError:
-        return 'unavailable'
+    """The 1, 5 and 15 minute load averages, as ``/proc/loadavg`` writes them."""
+    return ' '.join(f'{x:.2f}' for x in os.getloadavg())
 
 
 def numpy_blas() -> str:
@@ -86,9 +79,8 @@ def timed(fn: Callable[[], float]) -> dict[str, float]:
             'value': value}
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[list[str]] = None) -> int:
+    p = script('svcca_speed', __doc__)
     p.add_argument('--neurons', type=int, default=512)
     p.add_argument('--datapoints', type=int, default=10_000)
     p.add_argument('--keep', type=int, default=64)
@@ -98,57 +90,38 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     a, b = activations(args.neurons, args.datapoints)
     ta, tb = torch.from_numpy(a).to(args.device), torch.from_numpy(b).to(args.device)
-
-    def ours() -> float:
-        return svcca(ta, tb, keep=args.keep).mean  # a float: waits for a GPU to finish
-
-    def reference() -> float:
-        return svcca_reference(a, b, keep=args.keep)
-
+    fns = {'ours': lambda: svcca(ta, tb, keep=args.keep).mean,  # a float: waits for a GPU to finish
+           'reference': lambda: svcca_reference(a, b, keep=args.keep)}
     load_before = loadavg()
-    rounds: dict[str, list[dict[str, float]]] = {'ours': [], 'reference': []}
-    for r in range(args.rounds):
-        order = [('ours', ours), ('reference', reference)]
-        for name, fn in order if r % 2 == 0 else order[::-1]:
-            t = timed(fn)
-            log.info('round %d %s: %.3f s wall, %.3f s CPU (others %.2f s), mean %.10f', r, name, t['wall'],
-                     t['cpu'], t['others_cpu'], t['value'])
-            if r > 0:
-                rounds[name].append(t)
+    rounds = interleave(fns, args.rounds - 1, alternate=True, measure=timed)
     load_after = loadavg()
 
-    def stat(name: str, key: str, fn: Callable = statistics.median) -> float:
+    def stat(name: str, fn: Callable = statistics.median, key: str = 'wall') -> float:
         return fn(t[key] for t in rounds[name])
 
     cores = os.cpu_count() or 1
-    contended = {name: [i + 1 for i, t in enumerate(ts) if t['others_cpu'] > 0.1 * cores * t['wall']]
-                 for name, ts in rounds.items()}
     result: dict[str, Any] = {
         'setup': {'neurons': args.neurons, 'datapoints': args.datapoints, 'keep': args.keep,
                   'measured_rounds': args.rounds - 1, 'ours_device': args.device, 'dtype': 'float64'},
         'machine': {**machine_info(), 'numpy': np.__version__, 'numpy_blas': numpy_blas()},
         'loadavg_before': load_before, 'loadavg_after': load_after,
-        'ours_s': stat('ours', 'wall'), 'reference_s': stat('reference', 'wall'),
-        'ours_cpu_s': stat('ours', 'cpu'), 'reference_cpu_s': stat('reference', 'cpu'),
-        'ours_range_s': [stat('ours', 'wall', min), stat('ours', 'wall', max)],
-        'reference_range_s': [stat('reference', 'wall', min), stat('reference', 'wall', max)],
+        'ours_s': stat('ours'), 'reference_s': stat('reference'),
+        'ours_cpu_s': stat('ours', key='cpu'), 'reference_cpu_s': stat('reference', key='cpu'),
+        'ours_range_s': [stat('ours', min), stat('ours', max)],
+        'reference_range_s': [stat('reference', min), stat('reference', max)],
         'mean_ours': rounds['ours'][-1]['value'], 'mean_reference': rounds['reference'][-1]['value'],
         'max_abs_diff': max(abs(o['value'] - f['value']) for o, f in zip(rounds['ours'], rounds['reference'])),
         'others_cpu_s': sum(t['others_cpu'] for ts in rounds.values() for t in ts),
         'measured_wall_s': sum(t['wall'] for ts in rounds.values() for t in ts),
-        'contended_rounds': contended,
+        'contended_rounds': {name: [i + 1 for i, t in enumerate(ts) if t['others_cpu'] > 0.1 * cores * t['wall']]
+                             for name, ts in rounds.items()},
         'rounds': rounds,
     }
     result['speedup'] = result['reference_s'] / result['ours_s']
     result['goal'] = {'ours_s_at_most': GOAL_S, 'speedup_at_least': GOAL_RATIO, 'diff_at_most': GOAL_DIFF,
                       'met': result['ours_s'] <= GOAL_S and result['speedup'] >= GOAL_RATIO
                       and result['max_abs_diff'] <= GOAL_DIFF}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'svcca_speed.json').write_text(json.dumps(result, indent=2) + '\n')
-    (out / 'svcca_speed.md').write_text(report(result))
-    log.info('ours %.3f s, reference %.3f s: %.1fx; |diff| %.2e; goal met: %s', result['ours_s'],
-             result['reference_s'], result['speedup'], result['max_abs_diff'], result['goal']['met'])
+    write(args.out, 'svcca_speed', result, report(result))
     return 0
 
 
@@ -157,9 +130,8 @@ def report(r: dict[str, Any]) -> str:
 
     def row(label: str, key: str) -> str:
         low, high = r[f'{key}_range_s']
-        cells = [label, f"{r[f'{key}_s']:.3f}", f'{low:.3f}-{high:.3f}', f"{r[f'{key}_cpu_s']:.3f}",
-                 f"{r[f'mean_{key}']:.10f}"]
-        return '| ' + ' | '.join(cells) + ' |'
+        return (f"| {label} | {r[f'{key}_s']:.3f} | {low:.3f}-{high:.3f} | {r[f'{key}_cpu_s']:.3f} "
+                f"| {r[f'mean_{key}']:.10f} |")
 
     return f"""# SVCCA speed: ours (torch.linalg) vs google/svcca's numpy procedure
 

@@ -142,3 +142,12 @@ def test_energy_monitor_logs_measured_sources_only(tmp_path):
     assert math.isfinite(summary['seconds']) and summary['samples'] >= 2
     with pytest.raises(ValueError, match='interval'):
         EnergyMonitor(interval=0)
+
+
+def test_energy_check_cells_format_a_source_or_say_why_it_is_unavailable():
+    from benchmarks.energy_check import measured
+
+    gpu = {'available': True, 'joules': 1058.405, 'mean_watts': 70.538, 'method': 'NVML energy counter'}
+    assert measured(gpu, '{joules:.0f} ({mean_watts:.0f} W)') == '1058 (71 W)'
+    assert measured({'available': False, 'reason': 'no RAPL package zones'}, '{joules:.0f}') == \
+        'unavailable: no RAPL package zones'
