@@ -90,10 +90,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         side += phase(2, args.seconds, args.workload)
     ratio = statistics.mean(alone) / statistics.mean(side)
     info = machine_info()
-    cmd = command('core_contention', args, 'workload', 'seconds', 'repeats')
     lines = ['# One task alone vs two side by side on this CPU', '',
              f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['date']}. Command: "
-             f'`{cmd}`.', '',
+             f"`{command('core_contention', args, 'workload', 'seconds', 'repeats')}`.", '',
              f"Workload `{args.workload}` (ResNet-8, batch 128, 28x28, one thread per process; 'block' = a block "
              "task's step: prefix forward to layer1.0 + ds2 block training), phases alternated.", '',
              '| phase | steps/s per process (each phase) | mean |', '|---|---|---:|',

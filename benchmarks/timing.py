@@ -34,9 +34,11 @@ def script(module: str, doc: Optional[str]) -> argparse.ArgumentParser:
 
 def command(module: str, args: argparse.Namespace, *keys: str) -> str:
     """``python -m benchmarks.<module> --key value ...`` for ``keys`` of the parsed ``args`` (floats as ``%g``)."""
-    flags = [f"--{k.replace('_', '-')} {f'{v:g}' if isinstance(v, float) else v}" for k in keys
-             for v in [getattr(args, k)]]
-    return ' '.join([f'python -m benchmarks.{module}', *flags])
+    def flag(key: str) -> str:
+        value = getattr(args, key)
+        return f"--{key.replace('_', '-')} {f'{value:g}' if isinstance(value, float) else value}"
+
+    return ' '.join([f'python -m benchmarks.{module}', *map(flag, keys)])
 
 
 def typed_command(module: str, argv: Optional[Sequence[str]]) -> str:
