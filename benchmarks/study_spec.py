@@ -27,8 +27,8 @@ A study YAML (``benchmarks/studies/*.yaml``; OmegaConf, so ``${name}`` interpola
 A YAML is read with the recipes' loader (:func:`recipes.config.load_mapping`): it may start with
 ``base: other_study.yaml`` and is then merged over it (mappings such as ``overrides`` merged key by key, lists such as
 ``runs`` replaced): a smaller study for a quick check is a few lines. ``seeds: [0, 1, 2]`` repeats every run with
-each seed (:meth:`Study.replicas`); the report then gives means with 95% intervals. Tags tell the report which tables a run
-belongs to (:data:`TAGS`).
+each seed (:meth:`Study.replicas`); the report then gives means with 95% intervals. Tags are free labels (words) a
+study's report may group runs by (:meth:`benchmarks.analysis.Analysis.tagged`); the core gives them no meaning.
 """
 
 from __future__ import annotations
@@ -45,15 +45,6 @@ from recipes.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ('train', 'matryoshka')
-TAGS = {
-    'teacher': 'the teacher sweep',
-    'baseline': 'plain training at a duration (table 5.3 "baseline" row; the "baseline trained longer" of 5.6)',
-    'kd': 'a distilled student at a duration (table 5.3 rows KD-KL / KD-MSE)',
-    'early_stop': 'distillation for a fraction of training (tables 5.4/5.5; 0% = no KD, 100% = whole run)',
-    'teacher_choice': 'the same student recipe from each teacher of the sweep',
-    'pool': 'a teacher pool mode, or the single-teacher reference (pool table)',
-    'matryoshka': 'Matryoshka generations',
-}
 STUDY_KEYS = ('name', 'runs_root', 'baseline', 'metric', 'overrides', 'runs', 'description', 'seeds')
 RUN_KEYS = ('name', 'kind', 'recipe', 'spec', 'overrides', 'teachers', 'tags', 'generations', 'description')
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
@@ -173,8 +164,8 @@ def _parse_run(i: int, entry: Any) -> StudyRun:
     tags = entry.get('tags') or []
     _expect(f'{where}.tags', tags, (list,), 'a list of tags')
     for tag in tags:
-        if tag not in TAGS:
-            raise StudyError(f"{where}.tags: unknown tag {tag!r}; allowed: {', '.join(TAGS)}")
+        if not isinstance(tag, str) or not _NAME.match(tag):
+            raise StudyError(f'{where}.tags: expected words (letters, digits, _ . -), got {tag!r}')
     generations = entry.get('generations')
     if generations is not None:
         if kind != 'matryoshka':

@@ -186,7 +186,7 @@ def test_overrides_make_configs_that_point_at_the_study(study, tmp_path):
 @pytest.mark.parametrize('extra, message', [
     ('  - {name: bad, recipe: x.yaml, teachers: [nobody]}', "'nobody' is not a run of this study"),
     ('  - {name: base, recipe: x.yaml}', 'duplicate names: base'),
-    ('  - {name: c, recipe: x.yaml, tags: [kd, typo]}', "unknown tag 'typo'"),
+    ('  - {name: c, recipe: x.yaml, tags: [kd, "two words"]}', "tags: expected words"),
     ('  - {name: c, recipe: x.yaml, teachers: [mat]}', "'mat' is a matryoshka entry"),
     ('  - {name: c1, recipe: x.yaml, teachers: [c2]}\n  - {name: c2, recipe: x.yaml, teachers: [c1]}',
      'circular teachers'),
