@@ -1,10 +1,10 @@
 """Train one recipe.
 
-    composer recipes/train.py -f yamls/fashion_mnist/resnet8.yaml [dotted.key=value ...]   # N GPUs: composer -n N
+    composer recipes/train.py -f yamls/fashion_mnist/fast_cnn.yaml [dotted.key=value ...]  # N GPUs: composer -n N
     python recipes/train.py                                                                # the embedded default
 
-Without ``-f`` it runs the embedded default, ``yamls/fashion_mnist/resnet8.yaml`` (Fashion-MNIST on CPU; prepare the
-data first with ``make data``). A bad config exits with status 2 and a one-line ``error:`` before anything starts.
+Without ``-f`` it runs the embedded default, ``yamls/fashion_mnist/fast_cnn.yaml`` (Fashion-MNIST on CPU, the job
+``make train`` runs; prepare the data first with ``make data``). A bad config exits with status 2 and a one-line ``error:`` before anything starts.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from recipes.cli import LOG_FORMAT, driver_args  # noqa: E402
 from recipes.config import load_config  # noqa: E402
 from recipes.errors import ConfigError  # noqa: E402
 
-DEFAULT_YAML = REPO / 'yamls' / 'fashion_mnist' / 'resnet8.yaml'
+DEFAULT_YAML = REPO / 'yamls' / 'fashion_mnist' / 'fast_cnn.yaml'
 log = logging.getLogger('recipes.train')
 
 
