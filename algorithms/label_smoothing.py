@@ -3,13 +3,14 @@
 Composer's :class:`~composer.algorithms.LabelSmoothing` swaps the batch's class indices for smoothed one-hot targets
 before the loss and back after it, so the classifier's default loss (Composer's ``soft_cross_entropy``) takes its
 dense path: a one-hot tensor, a log-softmax product, a sum of the targets checked on the host, a warning every step
-(the smoothed targets sum to a hair under 1). On the default job's small CPU model that is about 3% of a step
-(profiled, ``benchmarks/results/loader_throughput.md``). :class:`LabelSmoothing` here gives the same loss
+(the smoothed targets sum to a hair under 1): a few percent of a step of the default job's small CPU model (measured
+side by side: ``python -m benchmarks.loader_throughput --ablations``). :class:`LabelSmoothing` here gives the same loss
 (``(1 - s) * CE(one-hot) + s * mean over classes of -log p``, tested equal) by handing ``smoothing`` to torch's
 fused kernel: at ``Event.FIT_START`` (every ``fit`` call) it sets the loss of a ``ComposerClassifier`` (DDP-wrapped or
 not) that uses Composer's default loss and the default target key, and restores it at ``Event.FIT_END``; the targets stay class indices, so metrics and
 distillation terms read the labels. Any other model (a custom loss, a Hugging Face model) gets Composer's behaviour
-unchanged.
+unchanged. One difference: with MixUp or CutMix, whose loss adds the model's loss on the mixed-in labels, those
+labels are smoothed too (Composer smooths only the batch's own targets).
 """
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ from composer.loss import soft_cross_entropy
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ['LabelSmoothing']
+
+
+def _default_or_fused(loss_fn: Any) -> bool:
+    """Composer's default classifier loss, or a fused one left by a fit that raised before ``FIT_END``."""
+    return loss_fn is soft_cross_entropy or (isinstance(loss_fn, functools.partial) and loss_fn.func is F.cross_entropy
+                                             and set(loss_fn.keywords) == {'label_smoothing'})
 
 
 class LabelSmoothing(ComposerLabelSmoothing):
@@ -47,7 +54,7 @@ class LabelSmoothing(ComposerLabelSmoothing):
     def apply(self, event: Event, state: State, logger: Logger) -> Optional[int]:
         if event == Event.FIT_START:
             model = state.model.module if isinstance(state.model, DistributedDataParallel) else state.model
-            if self.target_key == 1 and getattr(model, '_loss_fn', None) is soft_cross_entropy:
+            if self.target_key == 1 and _default_or_fused(getattr(model, '_loss_fn', None)):
                 model._loss_fn = functools.partial(F.cross_entropy, label_smoothing=self.smoothing)
                 self.fused, self._model = True, model
             return None

@@ -14,6 +14,7 @@ t-intervals over seeds and each finding a verdict by them (``benchmarks/interval
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import sys
 from collections import defaultdict
@@ -253,9 +254,12 @@ def export_table(data: dict[str, Any]) -> list[str]:
 
 
 def build(root: Path, out: Path) -> list[str]:
-    """The report of the records under ``root`` (copied into ``out`` first, with ``machine.json``)."""
+    """The report of the records under ``root`` (copied into ``out``, with ``machine.json``, replacing any records
+    an earlier report left there)."""
+    if root.resolve() != out.resolve():
+        shutil.rmtree(out / 'records', ignore_errors=True)
     copy_records(root, out, ('records/*.json', MACHINE_FILE))
-    data = load(out)
+    data = load(root)
     if 'original' not in data or len(data) < 2:
         raise ReportError(f'no original and compressed records under {root}/records')
     result = analyse(data)

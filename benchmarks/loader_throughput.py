@@ -2,7 +2,7 @@
 bare PyTorch loop we can write for the same model, batch, optimizer and augmentation, side by side in one process.
 
     .venv/bin/python -m benchmarks.loader_throughput [--recipe yamls/fashion_mnist/resnet8.yaml] [--rounds 4]
-        [--steps 60] [--out benchmarks/results/loader_throughput.md] [KEY=VALUE ...]
+        [--steps 60] [--choices] [--ablations] [--out benchmarks/results/loader_throughput.md] [KEY=VALUE ...]
 
 The bare loop: the model built from the recipe, ``channels_last``, the same optimizer class and settings, batches
 gathered from the same in-memory tensors with the same batched crop and flip, forward, cross-entropy (the recipe's
@@ -109,8 +109,55 @@ def choices(recipe: str, overrides: list[str], steps: int, rounds: int) -> list[
     return [(name, failed.get(name) or f'{images / sum(times[name]):.1f}') for name in settings]
 
 
+def _composer_label_smoothing(trainer: Any) -> bool:
+    """Swap the recipe's fused label smoothing for Composer's soft-target one (same settings); False if it has none."""
+    from composer.algorithms import LabelSmoothing as Composer
+
+    from algorithms.label_smoothing import LabelSmoothing
+    algos = trainer.state.algorithms
+    found = [i for i, a in enumerate(algos) if isinstance(a, LabelSmoothing)]
+    for i in found:
+        algos[i] = Composer(smoothing=algos[i].smoothing, target_key=algos[i].target_key)
+    return bool(found)
+
+
+def _no_train_metrics(trainer: Any) -> bool:
+    had = bool(trainer.state.train_metrics)
+    trainer.state.train_metrics = {}  # Composer skips the training-accuracy update when there is none
+    return had
+
+
+ABLATIONS = {'recipe as configured': None,
+             "recipe with Composer's LabelSmoothing (soft targets)": _composer_label_smoothing,
+             'recipe without the training-accuracy metric': _no_train_metrics}
+
+
+def ablations(recipe: str, overrides: list[str], steps: int, rounds: int) -> list[tuple[str, str, str]]:
+    """Where the recipe's time beyond the bare loop goes: the recipe as configured, with Composer's soft-target label
+    smoothing in place of the fused one, and without its training-accuracy metric, each a Trainer of its own, and
+    the bare loop, interleaved in ``rounds`` of ``steps`` after a warm-up; images/s and the ratio to the bare loop. A
+    change the recipe gives no room for (no label smoothing, no training metric) is left out."""
+    trainers = {}
+    for name, change in ABLATIONS.items():
+        trainer, cfg = recipe_trainer(recipe, overrides)
+        if change is None or change(trainer):
+            trainers[name] = trainer
+        else:
+            trainer.close()
+    step = bare_loop(trainers['recipe as configured'], cfg)
+    fns: dict[str, Callable[[], Any]] = {name: functools.partial(t.fit, duration=f'{steps}ba')
+                                         for name, t in trainers.items()}
+    fns['bare PyTorch loop'] = lambda: [step() for _ in range(steps)]
+    times = interleave(fns, rounds)
+    for t in trainers.values():
+        t.close()
+    images = rounds * steps * cfg['global_train_batch_size']
+    bare = sum(times['bare PyTorch loop'])
+    return [(name, f'{images / sum(times[name]):.1f}', f'{bare / sum(times[name]):.3f}') for name in fns]
+
+
 def render(result: dict[str, Any], machine: dict[str, Any], cmd: str,
-           options: list[tuple[str, str]] | None = None) -> str:
+           options: list[tuple[str, str]] | None = None, parts: list[tuple[str, str, str]] | None = None) -> str:
     ok = 'met' if result['ratio'] >= 0.90 else 'not met'
     rounds = ', '.join(f'{r:.3f}' for r in result['ratio_per_round'])
     return markdown([
@@ -122,7 +169,9 @@ def render(result: dict[str, Any], machine: dict[str, Any], cmd: str,
         f"| bare PyTorch (same model channels_last, optimizer, batches) | {result['bare_ips']:.1f} |", '',
         f"**Ratio recipe / bare: {result['ratio']:.3f}** (goal >= 0.90: {ok}); per round: {rounds}.",
         *(['', '## The bare loop under other settings (images/s, the same rounds, interleaved)', '',
-           *table(['setting', 'images/s'], options)] if options else [])])
+           *table(['setting', 'images/s'], options)] if options else []),
+        *(['', '## Where the recipe\'s time goes (each a Trainer of its own; the same rounds, interleaved)', '',
+           *table(['loop', 'images/s', 'ratio to the bare loop'], parts)] if parts else [])])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -133,11 +182,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--out', help='also write the markdown result here')
     p.add_argument('--choices', action='store_true', help='also time the bare loop contiguous vs channels_last, '
                    'with 1 thread, and under torch.compile')
+    p.add_argument('--ablations', action='store_true', help="also time the recipe with Composer's soft-target label "
+                   'smoothing and without its training-accuracy metric, beside the bare loop')
     p.add_argument('overrides', nargs='*', help='recipe overrides, KEY=VALUE')
     args = p.parse_args(argv)
     result = measure(args.recipe, args.overrides, args.rounds, args.steps)
     options = choices(args.recipe, args.overrides, args.steps, args.rounds) if args.choices else None
-    emit(render(result, machine_info(), typed_command('loader_throughput', argv), options), args.out)
+    parts = ablations(args.recipe, args.overrides, args.steps, args.rounds) if args.ablations else None
+    emit(render(result, machine_info(), typed_command('loader_throughput', argv), options, parts), args.out)
     return 0
 
 

@@ -40,8 +40,13 @@ def interval_pivot(frame: 'pd.DataFrame', index: str, columns: str, values: str,
                    order: Optional[Sequence[Any]] = None) -> 'pd.DataFrame':
     """A frame of :class:`~benchmarks.intervals.Interval` cells: the mean and 95% interval of ``values`` over the rows
     of ``frame`` (e.g. one row per seed) sharing each (``index``, ``columns``) pair; rows with no value are left out;
-    ``order`` fixes the rows' order (those absent are skipped), columns are sorted."""
-    present = frame[frame[values].map(lambda v: not missing(v))]
+    ``order`` names the rows to keep, in their order (rows not in it are left out), columns are sorted. A frame with
+    no value gives an empty frame (a table with a header only)."""
+    import pandas as pd
+
+    present = frame.loc[frame[values].map(lambda v: not missing(v)).astype(bool)] if len(frame) else frame
+    if present.empty:
+        return pd.DataFrame(index=pd.Index([], name=index))
     cells = present.groupby([index, columns])[values].agg(lambda s: mean_interval(list(s)))
     pivot = cells.unstack(columns).sort_index(axis=1)
     if order is not None:

@@ -49,10 +49,17 @@ def load_study(path: str) -> dict[str, Any]:
     overrides]}] and ``compare`` (``layers`` for every pipeline, ``images``, ``conv_mode``, ``keep``,
     ``max_datapoints``)."""
     study = load_spec(path, ('name', 'runs_root', 'pipelines', 'compare'))
-    layers = (study['compare'] or {}).get('layers') or {}
+    if not isinstance(study['pipelines'], list) or not isinstance(study['compare'], dict):
+        raise StudyError(f'{path}: expected pipelines: a list and compare: a mapping')
+    layers = study['compare'].get('layers') or {}
     for i, p in enumerate(study['pipelines']):
         if not isinstance(p, dict) or not {'name', 'spec', 'seeds'} <= set(p):
             raise StudyError(f'{path}: pipelines[{i}]: expected {{name, spec, seeds[, overrides]}}, got {p!r}')
+        seeds = p['seeds']
+        if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise StudyError(f'{path}: pipelines[{i}].seeds: expected a list of ints, got {seeds!r}')
+        if not (REPO / p['spec']).is_file():
+            raise StudyError(f"{path}: pipelines[{i}].spec: file not found: {p['spec']}")
         if p['name'] not in layers:
             raise StudyError(f"{path}: compare.layers: expected the layers of pipeline '{p['name']}'")
     return study

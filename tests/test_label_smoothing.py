@@ -2,6 +2,8 @@
 targets left as class indices, and falls back to Composer's soft targets where it cannot fuse."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from composer import Trainer
@@ -74,3 +76,14 @@ def test_a_custom_loss_falls_back_to_composers_soft_targets():
 def test_smoothing_out_of_range_is_refused():
     with pytest.raises(ValueError, match=r'label_smoothing.smoothing: expected a number in \[0, 1\]'):
         LabelSmoothing(smoothing=1.5)
+
+
+def test_a_model_left_fused_by_a_failed_fit_is_not_smoothed_twice():
+    model = tiny_net(0)
+    model._loss_fn = functools.partial(F.cross_entropy, label_smoothing=0.7)  # as a fit that raised leaves it
+    algorithm = LabelSmoothing(smoothing=0.3)
+    fused, seen = _train(algorithm, model)
+    reference, _ = _train(ComposerLabelSmoothing(smoothing=0.3))
+    assert seen.dtypes == [torch.int64] * 6
+    for a, b in zip(fused.state_dict().values(), reference.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)

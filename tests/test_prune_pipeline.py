@@ -201,13 +201,20 @@ def test_pruning_study_runs_pipelines_by_seed_and_measures_them(fmnist_root, tmp
     assert [m['seed'] for m in manifests] == [0, 1]
 
 
-def test_pruning_study_bad_yaml_is_one_error_line_before_anything_runs(tmp_path, capsys):
+@pytest.mark.parametrize('pipeline, layers, expected', [
+    ({'name': 'convnet', 'spec': 'x.yaml', 'seeds': [0]}, {'convnet': ['conv1']}, 'pipelines[0].spec: file not found'),
+    ({'name': 'convnet', 'spec': 'yamls/fashion_mnist/pruning_convnet.yaml', 'seeds': 0}, {}, 'pipelines[0].seeds: '
+     'expected a list of ints'),
+    ({'name': 'convnet', 'spec': 'yamls/fashion_mnist/pruning_convnet.yaml', 'seeds': [0]}, {},
+     "compare.layers: expected the layers of pipeline 'convnet'"),
+])
+def test_pruning_study_bad_yaml_is_one_error_line_before_anything_runs(tmp_path, capsys, pipeline, layers, expected):
     from benchmarks import pruning_study
 
     study = tmp_path / 'study.yaml'
-    study.write_text(yaml.safe_dump({'name': 'tiny', 'runs_root': str(tmp_path / 'runs'), 'compare': {'layers': {}},
-                                     'pipelines': [{'name': 'convnet', 'spec': 'x.yaml', 'seeds': [0]}]}))
+    study.write_text(yaml.safe_dump({'name': 'tiny', 'runs_root': str(tmp_path / 'runs'),
+                                     'compare': {'layers': layers}, 'pipelines': [pipeline]}))
     assert pruning_study.main([str(study)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith('error: ') and "compare.layers: expected the layers of pipeline 'convnet'" in err
+    assert err.startswith('error: ') and expected in err, err
     assert err.count('\n') == 1 and not (tmp_path / 'runs').exists()

@@ -146,3 +146,10 @@ def test_write_once_keeps_an_existing_record(tmp_path):
     assert write_once(path, lambda: {'a': 1}) is True
     assert write_once(path, lambda: pytest.fail('made again')) is False
     assert json.loads(path.read_text()) == {'a': 1}
+
+
+def test_interval_pivot_of_no_values_is_an_empty_table():
+    empty = pd.DataFrame({'method': ['a'], 'sparsity': [0.5], 'accuracy': [None]})
+    assert frame_table(interval_pivot(empty, 'method', 'sparsity', 'accuracy')) == ['| method |', '|---|']
+    none = pd.DataFrame({'method': [], 'sparsity': [], 'accuracy': []})
+    assert interval_pivot(none, 'method', 'sparsity', 'accuracy').empty
