@@ -67,7 +67,9 @@ _COMMON: dict[str, tuple[tuple[type, ...], Any]] = {
 }
 COMMON_OPTIONS = _COMMON  # for datasets registered from other modules (e.g. recipes/glue_data.py)
 # in_memory: None means True (the images as one tensor, augmented by whole batches: recipes/tensor_data.py).
-_TORCHVISION = {**_COMMON, 'download': ((bool,), False), 'in_memory': ((bool, NoneType), None)}
+# skip: the first N examples of the split left out (before subset): e.g. a validation split carved from the training
+# set, train_loader.subset=55000 and eval_loader {split: train, skip: 55000}.
+_TORCHVISION = {**_COMMON, 'download': ((bool,), False), 'in_memory': ((bool, NoneType), None), 'skip': ((int,), 0)}
 _IMAGENET = {**_COMMON, 'path': ((str,), REQUIRED), 'image_size': ((int,), 224)}
 
 _MEAN_STD = {
@@ -105,7 +107,7 @@ def resolve_options(cfg: Mapping[str, Any], key: str = 'loader') -> dict[str, An
     splits = dataset.splits
     if opts['split'] not in splits:
         raise ConfigError(f'{key}.split: unknown split {opts["split"]!r} for {name!r}; allowed: {", ".join(splits)}')
-    for opt, least in (('subset', 1), ('num_workers', 0), ('image_size', 1)):
+    for opt, least in (('subset', 1), ('num_workers', 0), ('image_size', 1), ('skip', 0)):
         if opts.get(opt) is not None and opts[opt] < least:
             raise ConfigError(f'{key}.{opt}: expected an integer >= {least}, got {opts[opt]!r}')
     if opts.get('downsample') is not None:
@@ -325,8 +327,11 @@ def dataset_info(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def build_dataset(opts: Mapping[str, Any], batch_size: int | None = None) -> Dataset:
-    """The dataset of resolved options ``opts`` (see ``resolve_options``), transforms applied, ``subset`` taken."""
+    """The dataset of resolved options ``opts`` (see ``resolve_options``), transforms applied, ``skip`` and ``subset``
+    taken."""
     dataset = DATASETS[opts['dataset']].build(opts, batch_size)
+    if opts.get('skip'):
+        dataset = Subset(dataset, range(min(opts['skip'], len(dataset)), len(dataset)))  # type: ignore[arg-type]
     if opts['subset'] is not None and not DATASETS[opts['dataset']].shards_itself:
         dataset = Subset(dataset, range(min(opts['subset'], len(dataset))))  # type: ignore[arg-type]
     if opts.get('downsample') is not None:
@@ -345,7 +350,7 @@ def _downsampled(dataset: Any, opts: Mapping[str, Any], targets: Any = None) -> 
 
 
 def image_tensors(opts: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The raw ``uint8`` images ``(N, C, H, W)`` and labels of a Fashion-MNIST/CIFAR split, ``subset`` and
+    """The raw ``uint8`` images ``(N, C, H, W)`` and labels of a Fashion-MNIST/CIFAR split, ``skip``, ``subset`` and
     ``downsample`` applied exactly as :func:`build_dataset` applies them (same examples, same order)."""
     name, train = opts['dataset'], opts['split'] == 'train'
     if name == 'fashion_mnist':
@@ -356,6 +361,7 @@ def image_tensors(opts: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
             getattr(datasets, name.upper())(opts['path'], train=train, download=True)
         raw = CifarPickle(opts['path'], name, train=train)
         x, y = torch.from_numpy(raw.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(raw.targets)
+    x, y = x[opts.get('skip', 0):], y[opts.get('skip', 0):]
     if opts['subset'] is not None:
         x, y = x[:opts['subset']], y[:opts['subset']]
     if opts.get('downsample') is not None:

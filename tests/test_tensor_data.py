@@ -115,6 +115,21 @@ def test_subset_downsample_and_indices_select_the_same_examples(fmnist_root) -> 
     assert with_index[2].tolist() == list(range(len(fast[0][1])))
 
 
+def test_skip_carves_the_same_held_out_examples_in_both_paths(fmnist_root) -> None:
+    """train_loader.subset=40 and eval_loader {split: train, skip: 40}: a validation split of the last 24 training
+    images, disjoint from the 40 trained on, the same in memory and per image."""
+    cfg = {'dataset': 'fashion_mnist', 'path': str(fmnist_root), 'shuffle': False, 'augment': False,
+           'drop_last': False}
+    whole = list(build_dataloader(cfg, batch_size=64))[0]
+    held = [list(build_dataloader({**cfg, 'skip': 40, 'in_memory': m}, batch_size=64))[0] for m in (True, False)]
+    trained = list(build_dataloader({**cfg, 'subset': 40}, batch_size=64))[0]
+    for x, y in held:
+        assert torch.equal(y, whole[1][40:]) and torch.allclose(x, whole[0][40:], atol=1e-6)
+    assert torch.equal(torch.cat([trained[1], held[0][1]]), whole[1])
+    with pytest.raises(ConfigError, match=r'loader\.skip: expected an integer >= 0'):
+        resolve_options({**cfg, 'skip': -1})
+
+
 def test_workers_with_in_memory_data_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r'train_loader\.num_workers: in-memory data .* train_loader\.in_memory: false'):
         resolve_options({'dataset': 'fashion_mnist', 'num_workers': 2}, 'train_loader')
