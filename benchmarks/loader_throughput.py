@@ -7,7 +7,8 @@ bare PyTorch loop we can write for the same model, batch, optimizer and augmenta
 The bare loop: the model built from the recipe, ``channels_last``, the same optimizer class and settings, batches
 gathered from the same in-memory tensors with the same batched crop and flip, forward, cross-entropy (the recipe's
 label smoothing), backward, step; nothing else. The two loops alternate in rounds of ``--steps`` steps after one
-warm-up round each, so that drift of the machine falls on both; the ratio of their summed times is the result
+warm-up round each, their order reversed every other round, so that drift of the machine (and whatever the loop
+before leaves behind) falls on both; the ratio of their summed times is the result
 (goal: the recipe at >= 0.90 of the bare loop). No evaluation, no checkpoints in either. The machine is printed.
 """
 from __future__ import annotations
@@ -71,7 +72,7 @@ def measure(recipe: str, overrides: list[str], rounds: int, steps: int) -> dict[
     trainer, cfg = recipe_trainer(recipe, overrides)
     step = bare_loop(trainer, cfg)
     times = interleave({'recipe': lambda: trainer.fit(duration=f'{steps}ba'),
-                        'bare': lambda: [step() for _ in range(steps)]}, rounds)
+                        'bare': lambda: [step() for _ in range(steps)]}, rounds, alternate=True)
     trainer.close()
     batch = cfg['global_train_batch_size']
     recipe_ips, bare_ips = (rounds * steps * batch / sum(times[name]) for name in ('recipe', 'bare'))
@@ -148,7 +149,7 @@ def ablations(recipe: str, overrides: list[str], steps: int, rounds: int) -> lis
     fns: dict[str, Callable[[], Any]] = {name: functools.partial(t.fit, duration=f'{steps}ba')
                                          for name, t in trainers.items()}
     fns['bare PyTorch loop'] = lambda: [step() for _ in range(steps)]
-    times = interleave(fns, rounds)
+    times = interleave(fns, rounds, alternate=True)
     for t in trainers.values():
         t.close()
     images = rounds * steps * cfg['global_train_batch_size']
@@ -163,7 +164,8 @@ def render(result: dict[str, Any], machine: dict[str, Any], cmd: str,
     return markdown([
         *header('Training-loop throughput: the recipe vs a bare PyTorch loop', cmd, machine, threads=True),
         f"Recipe `{result['recipe']}` {' '.join(result['overrides'])}, batch {result['batch']}; "
-        f"{result['rounds']} interleaved rounds of {result['steps']} steps each after a warm-up round.", '',
+        f"{result['rounds']} interleaved rounds of {result['steps']} steps each after a warm-up round, the order "
+        'reversed every other round.', '',
         '| loop | images/s |', '|---|---|',
         f"| recipe (Composer Trainer, in-memory loader, callbacks) | {result['recipe_ips']:.1f} |",
         f"| bare PyTorch (same model channels_last, optimizer, batches) | {result['bare_ips']:.1f} |", '',
