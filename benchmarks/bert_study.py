@@ -188,11 +188,10 @@ def finetune_table(series: dict[str, FinetuneSeries], stats: dict[str, dict[str,
             vals = [fr.curves[s][i][1] for s in st['seeds'] if i < len(fr.curves[s])]
             steps = {fr.steps[s][i] for s in st['seeds'] if i < len(fr.steps[s])}
             means.append(f'{"/".join(map(str, sorted(steps)))}: {100 * sum(vals) / len(vals):.2f}')
-        reached = sum(t is not None for t in st['ttt'])
-        sp = mean_or_none(st['speedup'])
-        rows.append([name, '; '.join(means), pct(mean_or_none(st['final'])),
-                     num(mean_or_none(st['ttt']), 1) if mean_or_none(st['ttt']) else f'reached in {reached} of {len(st["seeds"])}',
-                     f'{sp.fmt(2)}x' if sp else f'reached in {reached} of {len(st["seeds"])} seeds'])
+        reached = f'reached in {sum(t is not None for t in st["ttt"])} of {len(st["seeds"])}'
+        sp, ttt = mean_or_none(st['speedup']), mean_or_none(st['ttt'])
+        rows.append([name, '; '.join(means), pct(mean_or_none(st['final'])), num(ttt, 1) if ttt else reached,
+                     f'{sp.fmt(2)}x' if sp else f'{reached} seeds'])
     return '\n'.join(table(['run', 'fine-tuned score by pre-training step (mean over seeds, %)', 'final (%)',
                             'time-to-target (s of pre-training)', 'speedup'], rows))
 
