@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,11 +24,11 @@ from typing import Any, Optional
 
 from benchmarks.records import load_machines
 from benchmarks.study_spec import StudyError
+from recipes.cli import LOG_FORMAT
 from recipes.errors import ConfigError
 
 __all__ = ['ReportError', 'report_main', 'machine_line', 'header', 'LOG_FORMAT', 'study_main', 'write_once']
 
-LOG_FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
 log = logging.getLogger(__name__)
 
 
@@ -104,5 +105,7 @@ def write_once(path: Path, make: Callable[[], Any]) -> bool:
     if path.is_file():
         return False
     log.info('writing %s', path)
-    path.write_text(json.dumps(make(), indent=1) + '\n')
+    tmp = path.with_name(f'.{path.name}.tmp')  # a kill mid-write leaves no half record for the rerun to trust
+    tmp.write_text(json.dumps(make(), indent=1) + '\n')
+    os.replace(tmp, path)
     return True

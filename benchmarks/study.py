@@ -40,7 +40,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from benchmarks.records import MACHINE_FILE, MANIFEST_FILE, is_finished
-from recipes.cli import dotlist, format_value
+from recipes.cli import LOG_FORMAT, dotlist, format_value
 from benchmarks.study_spec import REPO, Study, StudyError, StudyRun, load_study, stages, with_dependencies
 
 log = logging.getLogger('benchmarks.study')
@@ -223,7 +223,7 @@ def parse_set(items: list[str]) -> dict[str, str]:
 
 
 def main(argv: Optional[list[str]] = None, runner: Runner = run_in_process) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     p = argparse.ArgumentParser(prog='python -m benchmarks.study', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('study', help='study YAML, e.g. benchmarks/studies/fashion_mnist_long.yaml')

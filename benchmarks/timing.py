@@ -21,13 +21,15 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from recipes.cli import LOG_FORMAT
+
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)
 
 
 def script(module: str, doc: Optional[str]) -> argparse.ArgumentParser:
     """Log at INFO and return the argument parser of ``python -m benchmarks.<module>``, ``doc`` its help."""
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     return argparse.ArgumentParser(prog=f'python -m benchmarks.{module}', description=doc,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
