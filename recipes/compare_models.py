@@ -28,11 +28,11 @@ import torch  # noqa: E402
 
 from algorithms.analysis import CONV_MODES, METHODS, layer_similarity, similarity_heatmap  # noqa: E402
 from algorithms.distillation import load_teacher_weights  # noqa: E402
-from algorithms.feature_taps import resolve_module  # noqa: E402
-from recipes.config import load_config  # noqa: E402
-from recipes.data import build_dataloader, check_data  # noqa: E402
-from recipes.errors import ConfigError  # noqa: E402
-from recipes.models import build_model  # noqa: E402
+from algorithms.common.feature_taps import resolve_module  # noqa: E402
+from recipes.core.config import load_config  # noqa: E402
+from recipes.data.registry import build_dataloader, check_data  # noqa: E402
+from recipes.core.errors import ConfigError  # noqa: E402
+from recipes.models.registry import build_model  # noqa: E402
 
 log = logging.getLogger('recipes.compare_models')
 COLUMNS = ('layer', 'method', 'similarity', 'neurons', 'neurons_b', 'datapoints', 'kept_a', 'kept_b')

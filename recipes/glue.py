@@ -1,8 +1,8 @@
 """GLUE: fine-tune one pre-trained BERT on every task (or a list) and write the table of scores.
 
-    composer recipes/glue.py -f yamls/glue/bert_base.yaml pretrained=/path/ckpt.pt [tasks=[sst2,rte]] [seeds=[1,2,3]]
+    composer recipes/glue.py -f yamls/pipelines/glue/bert_base.yaml pretrained=/path/ckpt.pt [tasks=[sst2,rte]] [seeds=[1,2,3]]
 
-The driver spec (``yamls/glue/bert_base.yaml``) names the checkpoint of a ``bert_mlm`` run (``pretrained``), the
+The driver spec (``yamls/pipelines/glue/bert_base.yaml``) names the checkpoint of a ``bert_mlm`` run (``pretrained``), the
 ``tasks``, the fine-tuning ``recipe`` of each task (``yamls/glue/{task}.yaml``, or a mapping task -> YAML), the
 ``seeds`` (each task is fine-tuned once per seed; its metrics are averaged over them), ``overrides`` for every task's
 recipe and ``task_overrides`` for one task's (dotted keys, e.g. ``{rte: {optimizer.lr: 1.0e-5}}``), and ``from_mnli``:
@@ -14,7 +14,7 @@ Each run lives in ``<out_dir>/<task>/seed<seed>/`` (config, run record, checkpoi
 ``glue.json`` there (its metrics and task score). A run with that file is skipped; an interrupted one resumes from its
 last checkpoint (``autoresume``), so running the same command again finishes the job. At the end
 ``<out_dir>/glue_results.md`` and ``glue_results.json`` hold each task's metrics and score (percent, mean over seeds)
-and the GLUE score, the mean of the task scores (:mod:`recipes.glue_tasks`). MNLI is evaluated on its matched
+and the GLUE score, the mean of the task scores (:mod:`recipes.data.text.glue_tasks`). MNLI is evaluated on its matched
 (``eval``) and mismatched (``eval_mismatched``) validation sets.
 """
 
@@ -35,15 +35,15 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 import yaml  # noqa: E402
 
 from algorithms.callbacks.run_record import CONFIG_FILE, LATEST_CHECKPOINT, SUMMARY_FILE  # noqa: E402
-from recipes.checkpoint_safety import check_checkpoint  # noqa: E402
-from recipes.cli import Stage, dotlist, driver_args, run_main, run_stages  # noqa: E402
-from recipes.config import check_keys, check_type, load_config, merge_yaml, resolve_merged  # noqa: E402
-from recipes.errors import ConfigError  # noqa: E402
-from recipes.glue_tasks import TASKS, GlueTask, eval_label, glue_score, metric_keys, task_score  # noqa: E402
+from recipes.core.checkpoint_safety import check_checkpoint  # noqa: E402
+from recipes.core.cli import Stage, dotlist, driver_args, run_main, run_stages  # noqa: E402
+from recipes.core.config import check_keys, check_type, load_config, merge_yaml, resolve_merged  # noqa: E402
+from recipes.core.errors import ConfigError  # noqa: E402
+from recipes.data.text.glue_tasks import TASKS, GlueTask, eval_label, glue_score, metric_keys, task_score  # noqa: E402
 
 __all__ = ['load_spec', 'task_config', 'run', 'results_table', 'RESULT_FILE', 'TABLE_MD', 'TABLE_JSON']
 
-importlib.import_module('recipes.glue_data')  # registers the `glue` dataset
+importlib.import_module('recipes.data.text.glue_data')  # registers the `glue` dataset
 log = logging.getLogger('recipes.glue')
 RESULT_FILE = 'glue.json'
 TABLE_MD, TABLE_JSON = 'glue_results.md', 'glue_results.json'
@@ -164,8 +164,8 @@ def extra_eval_loaders(cfg: dict[str, Any], task: GlueTask) -> dict[str, dict[st
 def check_run(cfg: dict[str, Any]) -> None:
     """Everything about one run that can be checked before training: the recipe (``prepare``: the model is built, so
     the checkpoint is loaded into it, and the loaders are checked against it) and the extra evaluation loaders."""
-    from recipes.builders import prepare
-    from recipes.data import check_data, check_model_fits_loader
+    from recipes.core.builders import prepare
+    from recipes.data.registry import check_data, check_model_fits_loader
 
     task = TASKS[cfg['model']['task']]
     model = prepare(cfg).trainer_kwargs['model']
@@ -178,8 +178,8 @@ def _evaluators(cfg: dict[str, Any], task: GlueTask) -> list[Any]:
     from composer.core import Evaluator
     from composer.utils import dist
 
-    from recipes.builders import data_device
-    from recipes.data import build_dataloader
+    from recipes.core.builders import data_device
+    from recipes.data.registry import build_dataloader
 
     loaders = {'eval': cfg['eval_loader'], **extra_eval_loaders(cfg, task)}
     batch = cfg['global_eval_batch_size'] // dist.get_world_size()
@@ -198,7 +198,7 @@ def train_and_evaluate(cfg: dict[str, Any]) -> dict[str, Any]:
     write ``<run_dir>/glue.json``; returns that record."""
     from composer.utils import dist
 
-    from recipes.builders import launch, prepare
+    from recipes.core.builders import launch, prepare
 
     task = TASKS[cfg['model']['task']]
     trainer = launch(prepare(cfg))

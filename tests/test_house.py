@@ -11,12 +11,13 @@ import torch
 from composer.models import ComposerClassifier
 from torch.utils.data import Dataset
 
-from recipes import data, models
-from recipes.builders import launch, prepare
-from recipes.cli import Stage, dotlist, run_main, run_stages
-from recipes.config import load_config
-from recipes.errors import ConfigError
-from recipes.teachers import TeacherRegistry, build_teachers
+from recipes.data import registry as data
+from recipes.models import registry as models
+from recipes.core.builders import launch, prepare
+from recipes.core.cli import Stage, dotlist, run_main, run_stages
+from recipes.core.config import load_config
+from recipes.core.errors import ConfigError
+from recipes.core.teachers import TeacherRegistry, build_teachers
 from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]

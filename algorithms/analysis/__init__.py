@@ -2,7 +2,7 @@
 (Kornblith et al. 2019), per layer of two models on the same inputs, and a heat-map. Bias of a compressed model
 against its original: per-class FPR/FNR changes, CEV, SDE, PIEs (both definitions) and their scatter. See README.md.
 
-The similarity functions need only torch and numpy; ``layer_similarity`` also uses ``algorithms.feature_taps``;
+The similarity functions need only torch and numpy; ``layer_similarity`` also uses ``algorithms.common.feature_taps``;
 the heat-map and the bias scatter need matplotlib (imported when called).
 """
 

@@ -1,7 +1,7 @@
 """Per-layer representation similarity of two models on the same inputs: SVCCA or linear CKA.
 
 Layers are named by dotted module path (``layer1``, ``layer3.0.conv2``, ``fc``), resolved by
-:class:`algorithms.feature_taps.FeatureTaps` through the ``ComposerClassifier``/DDP/``torch.compile`` wrappers;
+:class:`algorithms.common.feature_taps.FeatureTaps` through the ``ComposerClassifier``/DDP/``torch.compile`` wrappers;
 their outputs are captured with forward hooks in eval mode under ``torch.no_grad()``. Both models see every batch
 of the loader once, the same batch in the same order, so column ``j`` is the same datapoint for both.
 """
@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Union
 import torch
 from torch import nn
 
-from ..feature_taps import FeatureTaps
+from ..common.feature_taps import FeatureTaps
 from .activations import CONV_MODES, conv_activations
 from .cka import linear_cka
 from .svcca import svcca

@@ -25,7 +25,7 @@ from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from algorithms.checkpoint_loading import safe_load
+from algorithms.common.checkpoint_loading import safe_load
 
 # The run folder's layout, shared by the recipes, the drivers and the benchmarks.
 CONFIG_FILE = 'config.yaml'
@@ -61,6 +61,21 @@ def read_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             log.warning('%s line %d is not JSON; skipped', path, i + 1)
     return records
+
+
+def run_finished(run_dir: str | os.PathLike, need_checkpoint: bool = False) -> bool:
+    """Whether the run in ``run_dir`` completed: its ``summary.json`` says ``finished: true`` (and, with
+    ``need_checkpoint``, its latest checkpoint is there for a later stage to start from). A torn or unreadable
+    summary is "not finished", so the run is resumed rather than trusted. The one answer every driver and study
+    uses to skip a finished run."""
+    folder = Path(run_dir)
+    try:
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if not (isinstance(summary, dict) and summary.get('finished')):
+        return False
+    return not need_checkpoint or (folder / LATEST_CHECKPOINT).is_file()
 
 
 class RunRecord(Callback):

@@ -32,8 +32,8 @@ from composer.core.precision import get_precision_context
 from composer.loggers import Logger
 from composer.utils import dist
 
-from ..feature_taps import FeatureTaps, resolve_module
-from ..time_strings import parse_time, reached
+from ..common.feature_taps import FeatureTaps, resolve_module
+from ..common.time_strings import parse_time, reached
 from .loss_dict import add_distillation_loss
 from .model_io import DistillationLossFn, ModelIO
 from .teacher_pool import TeacherPool

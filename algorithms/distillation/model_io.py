@@ -38,7 +38,7 @@ class ModelIO:
 
     Attributes:
         outputs: what the model's forward returned (for a teacher pool: the mean of the selected teachers' logits).
-        features: ``{module path: output}`` of the modules tapped by name (see :class:`algorithms.feature_taps.FeatureTaps`).
+        features: ``{module path: output}`` of the modules tapped by name (see :class:`algorithms.common.feature_taps.FeatureTaps`).
         inputs: ``{module path: first positional input}`` of the same modules.
     """
 

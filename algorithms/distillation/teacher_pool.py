@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from ..feature_taps import FeatureTaps
+from ..common.feature_taps import FeatureTaps
 from .model_io import ModelIO, extract_logits
 
 __all__ = ['TeacherPool', 'POOL_MODES', 'teacher_forward']

@@ -2,7 +2,7 @@
 
 ``torch.load(..., weights_only=True)`` refuses a Composer checkpoint as it is: besides tensors it holds a few
 harmless non-tensor objects (``datetime.timedelta`` in the timestamp, ``TorchVersion`` in the metadata, numpy arrays
-and dtypes in the saved RNG state). :func:`algorithms.checkpoint_loading.safe_load` allow-lists exactly those
+and dtypes in the saved RNG state). :func:`algorithms.common.checkpoint_loading.safe_load` allow-lists exactly those
 classes for the duration of the load and keeps ``weights_only=True``: anything else in the file is still refused.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from ..checkpoint_loading import safe_load
+from ..common.checkpoint_loading import safe_load
 
 HEADS_ATTR = 'distillation_heads'  # as in distillation_term.py (kept here so this module stands alone)
 

@@ -1,6 +1,6 @@
 """CRD's pieces that are plain PyTorch: the embedding head and the two memory banks (RepDistiller's ``Embed`` and
 ``ContrastMemory``). :class:`~.crd.CRD` composes them into a Composer distillation term; this module imports only
-torch, so the same arithmetic runs anywhere (``benchmarks/crd_step_overhead.py`` times it on a GPU image without
+torch, so the same arithmetic runs anywhere (``benchmarks/measurements/crd_step_overhead.py`` times it on a GPU image without
 Composer). Under ``torch.distributed`` the banks take every rank's batch and ``Z`` is averaged, so they stay equal.
 """
 

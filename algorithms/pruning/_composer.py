@@ -12,7 +12,7 @@ from torch import nn
 from composer.core import Algorithm, State
 from composer.loggers import Logger
 
-from ..time_strings import parse_time, reached  # noqa: F401 (re-exported for the algorithms)
+from ..common.time_strings import parse_time, reached  # noqa: F401 (re-exported for the algorithms)
 from .masks import _all_layers, _canonical_masks, apply_masks, global_sparsity, layer_sparsity, masks_to_cpu, network
 
 

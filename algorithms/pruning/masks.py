@@ -31,7 +31,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from ..feature_taps import WRAPPER_ATTRS
+from ..common.feature_taps import WRAPPER_ATTRS
 
 __all__ = [
     'PRUNABLE_TYPES',

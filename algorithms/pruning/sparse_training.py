@@ -22,8 +22,8 @@ from torch import nn
 from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 
-from ..checkpoint_loading import safe_load
-from ..feature_taps import WRAPPER_ATTRS
+from ..common.checkpoint_loading import safe_load
+from ..common.feature_taps import WRAPPER_ATTRS
 from ._composer import check_unsharded, enforce, log_sparsity, masks_from_state, masks_on_model, masks_state
 from .masks import _all_layers, check_sparsity, mask_gradients, masks_to_cpu, network, prunable_layers, random_masks
 

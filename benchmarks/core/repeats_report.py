@@ -1,0 +1,84 @@
+"""The pieces of a report on a study repeated with seeds (:class:`benchmarks.core.repeats.Repeats`): interval cells, the
+table of every run, the machines table, findings with their verdicts, the rules paragraph, and the two commands
+(the one that made the report, the one that regenerates it from its committed copies). Each study's own findings
+and tables stay in its module (:mod:`benchmarks.kd.report`, :mod:`benchmarks.bert.study`).
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Optional
+
+from benchmarks.core.intervals import RULE, Interval
+from benchmarks.core.markdown import table
+from benchmarks.core.records import load_machines
+from benchmarks.core.repeats import SPEEDUP_RULE, Repeats, RunStats
+from benchmarks.core.speedup import CROSSING_RULE
+
+__all__ = ['Finding', 'pct', 'num', 'speed_cell', 'run_table', 'machines_table', 'rules', 'commands']
+
+
+@dataclass
+class Finding:
+    """A claim, its verdict (:func:`benchmarks.core.intervals.verdict`) and the numbers behind it."""
+
+    claim: str
+    verdict: str
+    evidence: str
+
+    def markdown(self) -> str:
+        return f'- **{self.claim}**: **{self.verdict}**. {self.evidence}'
+
+
+def pct(iv: Optional[Interval]) -> str:
+    """A fraction's interval in percent, ``'n/a'`` without one."""
+    return iv.fmt(2, 100.0) if iv is not None else 'n/a'
+
+
+def num(iv: Optional[Interval], digits: int = 2) -> str:
+    return iv.fmt(digits) if iv is not None else 'n/a'
+
+
+def speed_cell(st: RunStats, field: str = 'speedup') -> str:
+    """``'1.24 [0.63, 1.84]x'`` when every seed reached the target, else ``'reached in k of n seeds'``."""
+    iv = st.interval(field)
+    return iv.fmt(2) + 'x' if iv is not None else f'reached in {st.reached} of {st.n} seeds'
+
+
+def run_table(r: Repeats) -> str:
+    """Every run over its seeds: series, duration, final accuracy, time-to-target, speedups, clocks."""
+    rows = []
+    for name in r.names():
+        st = r.stats(name)
+        if st is None:
+            continue
+        ttt = st.interval('time_to_target')
+        rows.append([name, st.first.series, st.first.duration, pct(st.interval('final_acc')),
+                     num(ttt, 1) if ttt else f'reached in {st.reached} of {st.n}', speed_cell(st),
+                     speed_cell(st, 'speedup_with_teachers'), num(st.interval('train_s'), 1),
+                     num(st.interval('cpu_s'), 1)])
+    return '\n'.join(table(['run', 'series', 'duration', 'final accuracy (%)', 'time-to-target (s)', 'speedup',
+                            'speedup incl. teachers', 'training wall-clock (s)', 'process CPU (s)'], rows))
+
+
+def machines_table(r: Repeats) -> str:
+    """Per seed, the machine sessions its runs came from (``machine.json`` of each seed's root)."""
+    rows = [[s, m.get('date'), m.get('cpu'), m.get('cores'), m.get('torch'), m.get('composer'), len(m.get('runs', []))]
+            for s, root in r.roots.items() for m in load_machines(root)]
+    return '\n'.join(table(['seed', 'when', 'cpu', 'cores', 'torch', 'composer', 'runs'], rows))
+
+
+def rules(target: str) -> list[str]:
+    """The rules paragraph: how ``target`` is set (a markdown bullet's text), the crossing rule, the interval and
+    verdict rule, the speedup rule."""
+    return [f'- {target}', f'- **Between evaluations**: {CROSSING_RULE}',
+            f'- **Intervals and verdicts**: {RULE}. Differences between runs are paired by seed.', f'- {SPEEDUP_RULE}']
+
+
+def commands(prog: str, args: list[tuple[str, Optional[str]]], copies: dict[str, str]) -> tuple[str, str]:
+    """The command that made a report (``.venv/bin/python -m <prog>`` with the ``(flag, value)`` pairs that have a
+    value) and the one that regenerates it: each flag of ``copies`` pointed at its committed copy instead."""
+    def line(values: dict[str, Optional[str]]) -> str:
+        return ' '.join([f'.venv/bin/python -m {prog}'] + [f'{k} {shlex.quote(v)}' for k, v in values.items() if v])
+    given = dict(args)
+    return line(given), line({k: (copies.get(k) if v else v) or v for k, v in given.items()})

@@ -1,0 +1,257 @@
+"""The Iterated Runs report: a study of distillation runs, repeated with seeds, read only from run records; means
+with 95% intervals over seeds, and the seed's section-1 findings with verdicts decided by them.
+
+    .venv/bin/python -m benchmarks.kd.report --runs runs/study-long \\
+        --study benchmarks/studies/fashion_mnist_long.yaml --out benchmarks/results/fashion_mnist_long
+
+Writes ``<out>/report.md``, ``<out>/speedup_vs_duration.png`` (accuracy and speedup against the students' duration),
+``<out>/accuracy_vs_time.png`` and ``accuracy_vs_time_with_teachers.png`` (the first seed's curves and Pareto
+front, :mod:`benchmarks.core.plots`), ``<out>/summary.json`` and copies the small record files (never checkpoints) to
+``<out>/runs/``, from which ``--runs <out>/runs`` regenerates the same report. The findings read run names as the
+study YAML writes them: ``<series>-<k>of4`` at k quarters of the baseline's duration (``kd-kl``, ``kd-mse``,
+``pool-random1``, ``baseline``), ``kd-mse-2of4-stop30``, ``kd-mse-2of4-from-<teacher>``, ``matryoshka/g<g>/m<i>``;
+a finding whose runs a study lacks is left out. A study without ``seeds`` is reported as one seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from benchmarks.core.intervals import Interval, verdict
+from benchmarks.kd.describe import kd_facts
+from benchmarks.core.plots import _pyplot, plot_accuracy_vs_time
+from benchmarks.core.records import copy_records
+from benchmarks.core.repeats import Repeats, load_repeats, threshold_verdict
+from benchmarks.core.repeats_report import Finding, commands, machines_table, num, pct, rules, run_table, speed_cell
+from benchmarks.core.reporting import LOG_FORMAT
+from benchmarks.study.spec import StudyError, load_study
+
+log = logging.getLogger('benchmarks.kd.report')
+PLOT = 'speedup_vs_duration.png'
+CURVES, CURVES_TEACHERS = 'accuracy_vs_time.png', 'accuracy_vs_time_with_teachers.png'
+GOAL = 2.0  # the seed's 1.96x (ResNet-50 / ImageNet, 45-epoch student vs the 90-epoch baseline)
+SERIES = {'baseline': 'baseline', 'kd-kl': 'KD-KL', 'kd-mse': 'KD-MSE', 'pool-random1': 'random_1 pool'}
+_QUARTER = re.compile(r'^(?P<series>.+)-(?P<k>[1-4])of4$')
+
+
+def curve_names(r: Repeats) -> dict[str, dict[int, str]]:
+    """``{series label: {quarter k: run name}}`` for the runs named ``<series>-<k>of4`` (plus the baseline at 4)."""
+    out: dict[str, dict[int, str]] = {label: {} for label in SERIES.values()}
+    for name in r.names():
+        m = _QUARTER.match(name)
+        if m and m.group('series') in SERIES:
+            out[SERIES[m.group('series')]][int(m.group('k'))] = name
+    out['baseline'][4] = r.study.baseline
+    return out
+
+
+def acc_diff(r: Repeats, a: str, b: str) -> tuple[str, Optional[Interval]]:
+    iv = r.paired([a], [b])
+    return (verdict(iv) if iv is not None else 'not measured'), iv
+
+
+def findings(r: Repeats) -> list[Finding]:
+    out: list[Finding] = []
+    curves = curve_names(r)
+    students = [n for label in ('KD-KL', 'KD-MSE', 'random_1 pool') for n in curves[label].values()]
+    stats = {n: r.stats(n) for n in students}
+    ranked = sorted((s for s in stats.values() if s is not None and s.interval('speedup') is not None),
+                    key=lambda s: -s.interval('speedup').mean)  # type: ignore[union-attr]
+    if ranked:
+        best = ranked[0]
+        v, iv = threshold_verdict(best, 'speedup', GOAL)
+        out.append(Finding(f'A distilled student reaches the baseline\'s accuracy >= {GOAL:.1f}x faster (the seed: '
+                           '1.96x)', v, f'Best mean speedup: `{best.name}` {num(iv)}x (picked as the best of '
+                           f'{len(ranked)} students whose every seed reached the target: a selection, so this '
+                           'interval is optimistic).'))
+        v1, _ = threshold_verdict(best, 'speedup', 1.0)
+        out.append(Finding('Distillation reaches the target faster than the baseline at all (> 1x)', v1,
+                           f'`{best.name}`: {num(iv)}x.'))
+    for k in (1, 2, 3):
+        base = curves['baseline'].get(k)
+        for label in ('KD-MSE', 'KD-KL'):
+            name = curves[label].get(k)
+            if base and name:
+                v, iv = acc_diff(r, name, base)
+                out.append(Finding(f'{label} at {k}/4 of the duration beats the baseline trained as long', v,
+                                   f'`{name}` - `{base}`: {pct(iv)} points.'))
+    for k, claim in ((1, 'MSE beats KL in the shortest runs (1/4)'), (4, 'KL beats MSE in the longest runs (1x)')):
+        mse, kl = curves['KD-MSE'].get(k), curves['KD-KL'].get(k)
+        if mse and kl:
+            v, iv = acc_diff(r, mse, kl) if k == 1 else acc_diff(r, kl, mse)
+            out.append(Finding(claim, v, f'difference {pct(iv)} points.'))
+    stop, full, none = 'kd-mse-2of4-stop30', curves['KD-MSE'].get(2), curves['baseline'].get(2)
+    if full and stop in r.names():
+        v, iv = acc_diff(r, full, stop)
+        out.append(Finding('Distilling the whole run beats stopping at 30% (the seed, for ResNet-50)', v,
+                           f'`{full}` - `{stop}`: {pct(iv)} points.'))
+        if none:
+            v, iv = acc_diff(r, stop, none)
+            out.append(Finding('Distilling the first 30% beats no distillation', v, f'`{stop}` - `{none}`: '
+                               f'{pct(iv)} points.'))
+    out += teacher_findings(r, curves)
+    out += matryoshka_findings(r, curves)
+    return out
+
+
+def teacher_findings(r: Repeats, curves: dict[str, dict[int, str]]) -> list[Finding]:
+    out: list[Finding] = []
+    teachers = [n for n in r.names() if n.startswith('teacher-')]
+    accs = {t: r.stats(t).interval('final_acc') for t in teachers if r.stats(t) is not None}  # type: ignore
+    students = {t: (f'kd-mse-2of4-from-{t.removeprefix("teacher-")}' if t != r.study.baseline else
+                    curves['KD-MSE'].get(2)) for t in accs}
+    students = {t: s for t, s in students.items() if s in r.names() and accs[t] is not None}
+    if len(students) >= 2:
+        worst = min(students, key=lambda t: accs[t].mean)  # type: ignore[union-attr]
+        best = max(students, key=lambda t: accs[t].mean)  # type: ignore[union-attr]
+        iv = r.paired([students[worst]], [students[best]])
+        v = 'not measured' if iv is None else ('holds' if verdict(iv) in ('holds', 'within noise') else
+                                               'does not hold')
+        out.append(Finding('A less accurate teacher teaches as well (its student is not worse)', v,
+                           f'teachers {", ".join(f"`{t}` {pct(accs[t])}" for t in students)}; student of the least '
+                           f'accurate (`{worst}`) minus student of the most accurate (`{best}`): {pct(iv)} points '
+                           '(holds unless the interval lies wholly below zero).'))
+    full = curves['KD-MSE'].get(2)
+    st = r.stats(full) if full else None
+    if st is not None:
+        v, iv = threshold_verdict(st, 'speedup_with_teachers', 1.0)
+        cell = speed_cell(st, 'speedup_with_teachers')
+        out.append(Finding('With the teacher\'s own training counted, a 1/2-length student still beats the '
+                           'baseline (> 1x)', v, f'`{full}` incl. teacher: {cell}.'))
+    pool, single = curves['random_1 pool'].get(2), curves['KD-MSE'].get(2)
+    if pool and single:
+        v, iv = acc_diff(r, pool, single)
+        out.append(Finding('One random teacher per step beats the single teacher (at 1/2)', v,
+                           f'`{pool}` - `{single}`: {pct(iv)} points.'))
+    return out
+
+
+def matryoshka_findings(r: Repeats, curves: dict[str, dict[int, str]]) -> list[Finding]:
+    gens: dict[int, list[str]] = {}
+    for n in r.names():
+        m = re.match(r'^matryoshka/g(\d+)/m\d+$', n)
+        if m:
+            gens.setdefault(int(m.group(1)), []).append(n)
+    out = []
+    if 1 in gens and 2 in gens:
+        iv = r.paired(gens[2], gens[1])
+        out.append(Finding('Matryoshka: generation 2 (students of students) beats generation 1',
+                           verdict(iv) if iv else 'not measured', f'mean of members, g2 - g1: {pct(iv)} points.'))
+    base = curves['baseline'].get(1)
+    if 1 in gens and base:
+        iv = r.paired(gens[1], [base])
+        out.append(Finding('Matryoshka generation 1 beats the baseline trained as long (1/4)',
+                           verdict(iv) if iv else 'not measured', f'g1 - `{base}`: {pct(iv)} points.'))
+    return out
+
+
+def plot(r: Repeats, path: Path) -> None:
+    plt = _pyplot()
+    curves = curve_names(r)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    for i, (label, by_k) in enumerate(curves.items()):
+        color, xs, acc, acc_err, sp, sp_err, sp_x = f'C{i}', [], [], [], [], [], []
+        for k in sorted(by_k):
+            st = r.stats(by_k[k])
+            if st is None or st.interval('final_acc') is None:
+                continue
+            a = st.interval('final_acc')
+            xs.append(k / 4)
+            acc.append(100 * a.mean)  # type: ignore[union-attr]
+            acc_err.append(0 if a.hi is None else 100 * (a.hi - a.mean))  # type: ignore[union-attr]
+            if label == 'baseline':
+                continue
+            seeds = [v for v in st.speedup if v is not None]  # every seed that reached: one dot each
+            ax2.scatter([k / 4 + 0.01 * (i - 2)] * len(seeds), seeds, color=color, s=12, alpha=0.5)
+            s_iv = st.interval('speedup')
+            if s_iv is not None:
+                sp_x.append(k / 4)
+                sp.append(s_iv.mean)
+                sp_err.append(0 if s_iv.hi is None else s_iv.hi - s_iv.mean)
+        ax1.errorbar(xs, acc, yerr=acc_err, marker='o', capsize=3, label=label, color=color)
+        if label != 'baseline':
+            ax2.errorbar(sp_x, sp, yerr=sp_err, marker='o', capsize=3, label=label, color=color)
+    ax2.axhline(GOAL, color='red', ls='--', lw=1, label=f'goal {GOAL:.1f}x')
+    ax2.axhline(1.0, color='grey', ls=':', lw=1)
+    ax1.set(xlabel='duration (fraction of the baseline)', ylabel='final test accuracy (%), mean and 95% CI',
+            title='accuracy vs duration')
+    ax2.set(xlabel='student duration (fraction of the baseline)', ylabel='time-to-target speedup',
+            title='speedup vs duration (dots: each seed that reached the target;\nbars: mean, 95% CI, when all did)')
+    ax1.legend()
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def render(r: Repeats, found: list[Finding], cmd: str, regen: str) -> str:
+    s = r.study
+    target = r.targets()
+    base = r.stats(s.baseline)
+    return '\n'.join([
+        f'# Long-regime Iterated Runs study `{s.name}`, {len(r.seeds)} seeds', '',
+        f'Generated with `{cmd}`; regenerate from the committed records with', '', '```', regen, '```', '',
+        '## The study', '', s.description.strip(), '',
+        '## Rules', '',
+        *rules(f'**Target** per seed: the final accuracy of that seed\'s baseline `{s.baseline}`; over the seeds '
+               f'{pct(target)}%. **Baseline time** per seed: its training wall-clock at its last evaluation; over the '
+               f'seeds {num(base.interval("time_to_target") if base else None, 1)} s (evaluation excluded from every '
+               'clock).'), '',
+        '## Findings', '', *[f.markdown() for f in found], '',
+        f'![accuracy and speedup vs duration]({PLOT})', '',
+        f'Seed {r.seeds[0]}\'s runs, accuracy against training wall-clock with the Pareto front of final points, without '
+        'and with the teachers\' own training time added:', '',
+        f'![accuracy vs wall-clock]({CURVES})', f'![accuracy vs wall-clock with teachers]({CURVES_TEACHERS})', '',
+        '## Every run (mean [95% CI] over seeds)', '', run_table(r), '',
+        '## Where the runs came from', '', machines_table(r), ''])
+
+
+def build(runs: str, study_path: str, out: str) -> dict[str, Any]:
+    study = load_study(study_path)
+    r = load_repeats(study, runs, describe=kd_facts)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found = findings(r)
+    cmd, regen = commands('benchmarks.kd.report', [('--runs', runs), ('--study', study_path), ('--out', out)],
+                          {'--runs': out.rstrip('/') + '/runs'})
+    plot(r, out_dir / PLOT)
+    first = r.by_seed[r.seeds[0]]
+    plot_accuracy_vs_time(first, out_dir / CURVES)
+    plot_accuracy_vs_time(first, out_dir / CURVES_TEACHERS, with_teachers=True)
+    (out_dir / 'report.md').write_text(render(r, found, cmd, regen))
+    numbers = {'study': study.name, 'seeds': r.seeds, 'command': cmd,
+               'findings': [f.__dict__ for f in found],
+               'target': target.__dict__ if (target := r.targets()) else None,
+               'runs': {n: st.as_dict() for n in r.names() if (st := r.stats(n)) is not None}}
+    (out_dir / 'summary.json').write_text(json.dumps(numbers, indent=2, default=str) + '\n')
+    if Path(runs).resolve() != (out_dir / 'runs').resolve():
+        log.info('copied %d record files', copy_records(runs, out_dir / 'runs'))
+    return numbers
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    p = argparse.ArgumentParser(prog='python -m benchmarks.kd.report', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--runs', required=True, help="the study's runs root, or the committed copies <out>/runs")
+    p.add_argument('--study', required=True)
+    p.add_argument('--out', required=True)
+    args = p.parse_args(argv)
+    if not Path(args.runs).is_dir():
+        sys.stderr.write(f'error: --runs: no such folder: {args.runs}\n')
+        return 2
+    try:
+        build(args.runs, args.study, args.out)
+    except StudyError as e:
+        sys.stderr.write(f'error: {e}\n')
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The study driver: study YAMLs, dependency order (teachers first), skipping finished runs, --only, failures,
+--print-commands output, and the overrides it hands to recipes; runs are replaced by an injected runner, except one
+end-to-end check on tiny data (2 batches per run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.study import engine as driver
+from benchmarks.study.spec import REPO, StudyError, load_study, stages
+from recipes.core.config import load_config
+from recipes.matryoshka import load_spec
+
+SPEC = """
+name: tiny-mat
+student_recipe: yamls/fashion_mnist/pool_random_1.yaml
+generations: 2
+overrides: {max_duration: 5ep}
+pool:
+  - {checkpoint: runs/x/checkpoints/latest-rank0.pt, overrides: {optimizer.lr: 0.02}}
+  - {checkpoint: runs/y/checkpoints/latest-rank0.pt, overrides: {optimizer.lr: 0.4}}
+"""
+
+
+def tiny_study(tmp_path: Path, extra: str = '') -> Path:
+    """A study with a student listed before its teacher, a baseline and a Matryoshka entry of 2 x 1 students."""
+    (tmp_path / 'spec.yaml').write_text(SPEC)
+    path = tmp_path / 'tiny.yaml'
+    path.write_text(f"""
+name: tiny
+runs_root: R
+baseline: base
+overrides: {{train_loader.num_workers: 0}}
+runs:
+  - name: student
+    recipe: yamls/fashion_mnist/kd_kl.yaml
+    teachers: [teacher]
+    overrides: {{max_duration: 2ep, algorithms.knowledge_distillation.end: 0.5dur}}
+    tags: [kd]
+  - {{name: base, recipe: yamls/fashion_mnist/resnet8.yaml, overrides: {{max_duration: 1ep}}, tags: [baseline]}}
+  - {{name: teacher, recipe: yamls/fashion_mnist/teacher_lr0.1.yaml, tags: [teacher]}}
+  - {{name: teacher2, recipe: yamls/fashion_mnist/teacher_lr0.4.yaml, tags: [teacher]}}
+  - {{name: mat, kind: matryoshka, spec: {tmp_path / 'spec.yaml'}, teachers: [teacher, teacher2], generations: 1}}
+{extra}""")
+    return path
+
+
+def finish(folder: Path, finished: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / 'summary.json').write_text(json.dumps({'finished': finished, 'train_wct_s': 1.0}))
+
+
+class FakeRunner:
+    """Records which runs were trained, with what overrides; writes a finished summary; can fail on a name."""
+
+    def __init__(self, study, fail: tuple[str, ...] = ()) -> None:
+        self.study, self.fail, self.calls = study, fail, []
+
+    def __call__(self, run, overrides: list[str]) -> None:
+        self.calls.append((run.name, overrides))
+        if run.name in self.fail:
+            raise RuntimeError('simulated failure')
+        folder = Path(self.study.run_dir(run.name))
+        if run.kind == 'train':
+            finish(folder)
+        else:
+            (folder).mkdir(parents=True, exist_ok=True)
+            (folder / 'manifest.json').write_text('{}')
+            for i in range(len(run.teachers)):
+                finish(folder / 'g1' / f'm{i}')
+
+
+@pytest.fixture
+def study(tmp_path):
+    return load_study(tiny_study(tmp_path), runs_root=str(tmp_path / 'runs'))
+
+
+def test_stages_put_teachers_first(study):
+    assert [[r.name for r in s] for s in stages(study)] == [['teacher', 'teacher2', 'base'], ['student', 'mat']]
+
+
+def test_run_study_trains_in_dependency_order_and_records_the_machine(study, tmp_path):
+    runner = FakeRunner(study)
+    status = driver.run_study(study, runner=runner)
+    assert [name for name, _ in runner.calls] == ['teacher', 'teacher2', 'base', 'student', 'mat']
+    assert set(status.values()) == {'trained'}
+    machine = json.loads((tmp_path / 'runs' / 'machine.json').read_text())
+    assert machine['sessions'][0]['runs'] == ['teacher', 'teacher2', 'base', 'student', 'mat']
+    assert 'torch' in machine['sessions'][0] and 'date' in machine['sessions'][0]
+
+
+def test_finished_runs_are_skipped_and_unfinished_ones_resumed(study, tmp_path):
+    finish(tmp_path / 'runs' / 'teacher')
+    finish(tmp_path / 'runs' / 'base', finished=False)  # interrupted: runs again (with autoresume=true)
+    runner = FakeRunner(study)
+    status = driver.run_study(study, runner=runner)
+    assert [name for name, _ in runner.calls] == ['teacher2', 'base', 'student', 'mat']
+    assert status['teacher'] == 'finished earlier'
+    assert all('autoresume=true' in args for name, args in runner.calls if name != 'mat')
+    runner2 = FakeRunner(study)
+    assert set(driver.run_study(study, runner=runner2).values()) == {'finished earlier'}
+    assert runner2.calls == []
+
+
+def test_matryoshka_entry_is_finished_only_with_its_manifest_and_every_student(study, tmp_path):
+    mat = study.run('mat')
+    finish(tmp_path / 'runs' / 'mat' / 'g1' / 'm0')
+    finish(tmp_path / 'runs' / 'mat' / 'g1' / 'm1')
+    assert not driver.run_finished(study, mat)  # no manifest yet
+    (tmp_path / 'runs' / 'mat' / 'manifest.json').write_text('{}')
+    assert driver.run_finished(study, mat)
+    finish(tmp_path / 'runs' / 'mat' / 'g1' / 'm1', finished=False)
+    assert not driver.run_finished(study, mat)
+
+
+def test_only_adds_the_unfinished_teachers_it_needs(study, tmp_path):
+    runner = FakeRunner(study)
+    driver.run_study(study, only=['student'], runner=runner)
+    assert [name for name, _ in runner.calls] == ['teacher', 'student']
+    runner = FakeRunner(study)
+    driver.run_study(study, only=['mat'], runner=runner)  # teacher finished above: only teacher2 is added
+    assert [name for name, _ in runner.calls] == ['teacher2', 'mat']
+
+
+def test_a_failed_run_blocks_its_students_but_not_the_others(study, tmp_path):
+    runner = FakeRunner(study, fail=('teacher',))
+    status = driver.run_study(study, runner=runner)
+    assert status == {'teacher': 'failed', 'teacher2': 'trained', 'base': 'trained', 'student': 'blocked',
+                      'mat': 'blocked'}
+    assert driver.main([str(tiny_study(tmp_path)), '--runs-root', str(tmp_path / 'runs2')],
+                       runner=FakeRunner(load_study(tiny_study(tmp_path), runs_root=str(tmp_path / 'runs2')),
+                                         fail=('base',))) == 1
+
+
+def test_print_commands_exact_output(tmp_path, capsys):
+    path = tiny_study(tmp_path)
+    finish(tmp_path / 'R' / 'base')  # printed commented out
+    assert driver.main([str(path), '--print-commands', '--runs-root', str(tmp_path / 'R')]) == 0
+    R, spec = tmp_path / 'R', tmp_path / 'spec.yaml'
+    teacher = f'{R}/teacher/checkpoints/latest-rank0.pt'
+    common = 'train_loader.num_workers=0'
+    expected = [
+        '# study tiny: 5 runs in 2 stages, from the repository root. A stage needs the checkpoints of the stages '
+        'before it; the runs within a stage are independent.',
+        '# stage 1 of 2: 3 runs',
+        f'composer recipes/train.py -f yamls/fashion_mnist/teacher_lr0.1.yaml {common} run_name=tiny-teacher '
+        f'run_dir={R}/teacher save_folder={R}/teacher/checkpoints autoresume=true',
+        f'composer recipes/train.py -f yamls/fashion_mnist/teacher_lr0.4.yaml {common} run_name=tiny-teacher2 '
+        f'run_dir={R}/teacher2 save_folder={R}/teacher2/checkpoints autoresume=true',
+        f'# finished: composer recipes/train.py -f yamls/fashion_mnist/resnet8.yaml {common} max_duration=1ep '
+        f'run_name=tiny-base run_dir={R}/base save_folder={R}/base/checkpoints autoresume=true',
+        '# stage 2 of 2: 2 runs',
+        f'composer recipes/train.py -f yamls/fashion_mnist/kd_kl.yaml {common} max_duration=2ep '
+        f'algorithms.knowledge_distillation.end=0.5dur \'algorithms.knowledge_distillation.teachers=["{teacher}"]\' '
+        f'run_name=tiny-student run_dir={R}/student save_folder={R}/student/checkpoints autoresume=true',
+        f'composer recipes/matryoshka.py -f {spec} name=tiny-mat out_dir={R}/mat generations=1 '
+        f'\'pool=[{{"checkpoint": "{teacher}", "overrides": {{"optimizer.lr": 0.02}}}}, '
+        f'{{"checkpoint": "{R}/teacher2/checkpoints/latest-rank0.pt", "overrides": {{"optimizer.lr": 0.4}}}}]\' '
+        '\'overrides={"train_loader.num_workers": 0}\'',
+    ]
+    assert capsys.readouterr().out.splitlines() == expected
+    assert driver.main([str(path), '--print-commands', '--launcher', 'composer -n 8', '--only', 'base']) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith('composer -n 8 recipes/train.py -f ')
+
+
+def test_overrides_make_configs_that_point_at_the_study(study, tmp_path):
+    runs = str(tmp_path / 'runs')
+    cfg = load_config(REPO / 'yamls/fashion_mnist/kd_kl.yaml', driver.run_overrides(study, study.run('student')))
+    assert cfg['run_dir'] == f'{runs}/student' and cfg['save_folder'] == f'{runs}/student/checkpoints'
+    assert cfg['autoresume'] is True and cfg['run_name'] == 'tiny-student' and cfg['max_duration'] == '2ep'
+    kd = cfg['algorithms']['knowledge_distillation']
+    assert kd['teachers'] == [f'{runs}/teacher/checkpoints/latest-rank0.pt'] and kd['end'] == '0.5dur'
+    assert cfg['train_loader']['num_workers'] == 0
+    spec = load_spec(tmp_path / 'spec.yaml', driver.run_overrides(study, study.run('mat')))
+    assert spec['out_dir'] == f'{runs}/mat' and spec['generations'] == 1 and spec['name'] == 'tiny-mat'
+    assert spec['pool'] == [
+        {'checkpoint': f'{runs}/teacher/checkpoints/latest-rank0.pt', 'overrides': {'optimizer.lr': 0.02}},
+        {'checkpoint': f'{runs}/teacher2/checkpoints/latest-rank0.pt', 'overrides': {'optimizer.lr': 0.4}}]
+    assert spec['overrides'] == {'max_duration': '5ep', 'train_loader.num_workers': 0}
+
+
+@pytest.mark.parametrize('extra, message', [
+    ('  - {name: bad, recipe: x.yaml, teachers: [nobody]}', "'nobody' is not a run of this study"),
+    ('  - {name: base, recipe: x.yaml}', 'duplicate names: base'),
+    ('  - {name: c, recipe: x.yaml, tags: [kd, "two words"]}', "tags: expected words"),
+    ('  - {name: c, recipe: x.yaml, teachers: [mat]}', "'mat' is a matryoshka entry"),
+    ('  - {name: c1, recipe: x.yaml, teachers: [c2]}\n  - {name: c2, recipe: x.yaml, teachers: [c1]}',
+     'circular teachers'),
+    ('  - {name: c, recipe: x.yaml, colour: red}', "unknown key 'runs[5].colour'"),
+    ('  - {name: c/d, recipe: x.yaml}', 'folder-safe name'),
+])
+def test_bad_studies_are_refused_with_a_message(tmp_path, extra, message, capsys):
+    path = tiny_study(tmp_path, extra)
+    with pytest.raises(StudyError, match=message.replace('[', r'\[').replace(']', r'\]')):
+        load_study(path)
+    assert driver.main([str(path), '--print-commands']) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_long_study_loads_and_every_config_resolves():
+    study = load_study(REPO / 'benchmarks/studies/fashion_mnist_long.yaml')  # the study run on this project's CPU
+    assert study.seeds == [0, 1, 2] and study.baseline == 'teacher-lr0.1'
+    assert {t for r in study.runs for t in r.tags} == {
+        'teacher', 'baseline', 'kd', 'early_stop', 'teacher_choice', 'pool', 'matryoshka'}
+    replica = study.replicas()[2]
+    assert [r.name for r in stages(replica)[0]][:4] == ['teacher-lr0.1', 'teacher-lr0.02', 'teacher-lr0.05',
+                                                         'teacher-lr0.4']
+    for r in replica.runs:
+        if r.kind == 'train':
+            cfg = load_config(driver.resolve_yaml(r.recipe), driver.run_overrides(replica, r))
+            assert cfg['run_dir'] == f'runs/study-long/seed2/{r.name}' and cfg['seed'] == 2
+            assert cfg['model']['name'] == 'fast_cnn' and cfg['train_loader']['subset'] == 8000
+            for t in (cfg['algorithms'].get('knowledge_distillation') or {}).get('teachers', []):
+                assert t.startswith('runs/study-long/seed2/teacher-lr')
+        else:
+            spec = load_spec(driver.resolve_yaml(r.recipe), driver.run_overrides(replica, r))
+            assert [m['checkpoint'] for m in spec['pool']] == [replica.checkpoint(t) for t in r.teachers]
+            assert spec['overrides']['max_duration'] == '232ba' and spec['overrides']['seed'] == 2
+
+
+def test_end_to_end_on_tiny_data(tmp_path, fmnist_root: Any):
+    """Really trains a teacher, a student and a one-student Matryoshka generation for 2 batches each, then reports
+    on their records."""
+    from benchmarks.kd.report import build
+    overrides = {'train_loader.path': str(fmnist_root), 'eval_loader.path': str(fmnist_root),
+                 'train_loader.num_workers': 0, 'eval_loader.num_workers': 0, 'global_train_batch_size': 16,
+                 'global_eval_batch_size': 32, 'max_duration': '2ba', 'eval_interval': '1ba', 'progress_bar': False,
+                 'callbacks': {}}
+    (tmp_path / 'spec.yaml').write_text(SPEC.split('  - {checkpoint: runs/y')[0])  # a pool of one
+    path = tmp_path / 'e2e.yaml'
+    path.write_text(f"""
+name: e2e
+runs_root: {tmp_path / 'runs'}
+baseline: teacher
+overrides: {json.dumps(overrides)}
+runs:
+  - {{name: student, recipe: yamls/fashion_mnist/kd_mse.yaml, teachers: [teacher], tags: [kd]}}
+  - {{name: teacher, recipe: yamls/fashion_mnist/teacher_lr0.1.yaml, tags: [teacher, baseline]}}
+  - {{name: mat, kind: matryoshka, spec: {tmp_path / 'spec.yaml'}, teachers: [teacher], generations: 1}}
+""")
+    assert driver.main([str(path)]) == 0
+    for name in ('teacher', 'student'):
+        summary = json.loads((tmp_path / 'runs' / name / 'summary.json').read_text())
+        assert summary['finished'] and summary['step'] == 2 and summary['n_evals'] >= 1
+    numbers = build(str(tmp_path / 'runs'), str(path), str(tmp_path / 'out'))
+    teacher_s = json.loads((tmp_path / 'runs' / 'teacher' / 'summary.json').read_text())['train_wct_s']
+    assert numbers['runs']['student']['teacher_s'] == [pytest.approx(teacher_s)]
+    assert numbers['runs']['student']['teachers'] == ['teacher']
+    assert numbers['runs']['mat/g1/m0']['teacher_s'] == [pytest.approx(teacher_s)]
+    assert numbers['runs']['mat/g1/m0']['series'] == 'Matryoshka g1'
+    manifest = json.loads((tmp_path / 'runs' / 'mat' / 'manifest.json').read_text())
+    assert manifest['generations'][0][0]['checkpoint'] == f"{tmp_path / 'runs'}/teacher/checkpoints/latest-rank0.pt"
+    assert manifest['generations'][1][0]['checkpoint'] == f"{tmp_path / 'runs'}/mat/g1/m0/checkpoints/latest-rank0.pt"
+    assert (tmp_path / 'out' / 'report.md').is_file()
+    assert set(driver.run_study(load_study(path)).values()) == {'finished earlier'}

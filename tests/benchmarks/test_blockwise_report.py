@@ -1,0 +1,73 @@
+"""The blockwise study's plan and report, on hand-made records: speedup, efficiency, the goal verdict, greenup,
+simulated makespans."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks.blockwise.report import render
+from benchmarks.blockwise.study import load_study, plan
+from benchmarks.study.spec import StudyError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(workers: int, policy: str, makespan: float, times: dict[str, float], joules=None) -> dict:
+    energy = {'cpu_util': {'available': True, 'mean_percent': 50.0 * workers},
+              'gpu': ({'available': True, 'joules': joules} if joules else {'available': False, 'reason': 'no NVML'}),
+              'cpu_package': {'available': False, 'reason': 'no RAPL'}}
+    return {
+        'models': {'teacher': {'test_accuracy': 90.0, 'params': 1000, 'macs': 10000},
+                   'student': {'test_accuracy': 89.0, 'params': 400, 'macs': 2500}},
+        'layers': [{'layer': k, 'in_shape': [8, 4, 4], 'out_shape': [8, 4, 4], 'kept': True, 'reason': 'kept',
+                    'params_before': 10, 'params_after': 4, 'macs_before': 100, 'macs_after': 25, 'seconds': t}
+                   for k, t in times.items()],
+        'schedule': {'policy': policy, 'workers': workers, 'makespan_s': makespan, 'startup_s': 3.0},
+        'tasks': {k: {'seconds': t} for k, t in times.items()}, 'energy': energy,
+        'blocks_max_abs_difference_vs_w1': 0.0,
+    }
+
+
+def test_report_numbers_by_hand():
+    times = {'a': 40.0, 'b': 30.0, 'c': 20.0, 'd': 10.0}  # serial 100 s
+    records = {'runs': {'t-w1-r0': _run(1, 'work_stealing', 100.0, times, joules=1000.0),
+                        't-ws2-r0': _run(2, 'work_stealing', 52.0, times, joules=800.0),
+                        't-rr2-r0': _run(2, 'round_robin', 60.0, times)},
+               'machine': {'sessions': [{'cpu': 'Test CPU', 'cores': 2, 'torch': '2.7', 'date': 'today'}]}}
+    text = '\n'.join(render(records, 'cmd'))
+    assert 'Test CPU, 2 cores' in text
+    ws = next(l for l in text.splitlines() if l.startswith('| work_stealing (ws2)'))
+    cells = [c.strip() for c in ws.split('|')[1:-1]]
+    assert cells[1:7] == ['2', '52.0', '3.0', '1.92', '0.96', 'met']  # 100/52, /2
+    assert cells[7] == '50.0'  # lower bound max(100/2, 40)
+    assert cells[10:] == ['100.0', '1.00', '0.96']  # same task times as 1 worker; busy 100 / (2 x 52)
+    rr = next(l for l in text.splitlines() if l.startswith('| round_robin (rr2)'))
+    assert '| 1.67 | 0.83 | not met |' in rr
+    # greenup = E_serial / E_parallel = 1000/800; powerup = speedup / greenup = 1.923 / 1.25
+    assert 'ws2: greenup 1.25, powerup 1.54' in text
+    sim = next(l for l in text.splitlines() if re.match(r'\| 2 \| 50\.0 \|', l))
+    # round robin [a, c] [b, d] -> 60; bin packing / work stealing (LPT) [a, d] [b, c] -> 50
+    assert sim == '| 2 | 50.0 | 60.0 (1.67x) | 50.0 (2.00x) | 50.0 (2.00x) |'
+    assert '(-60.0% params, -75.0% MACs)' in text
+
+
+def test_study_plan_reuses_the_reference_teacher_and_times(tmp_path):
+    study = tmp_path / 'study.yaml'
+    study.write_text(yaml.safe_dump({
+        'name': 's', 'runs_root': str(tmp_path / 'runs'),
+        'teachers': {'r8': str(REPO / 'yamls/pipelines/fashion_mnist/blockwise_resnet8.yaml')},
+        'schedules': [{'name': 'w1', 'policy': 'work_stealing', 'workers': 1},
+                      {'name': 'bp2', 'policy': 'bin_packing', 'workers': 2}]}))
+    runs = plan(load_study(str(study)))
+    assert [r[0] for r in runs] == ['r8-w1-r0', 'r8-bp2-r0']
+    over = dict(o.split('=', 1) for o in runs[1][2])
+    assert over['teacher.checkpoint'].endswith('runs/r8-w1-r0/teacher/checkpoints/latest-rank0.pt')
+    assert over['schedule.times'].endswith('runs/r8-w1-r0/task_times.json') and over['fine_tune'] == 'null'
+    assert 'teacher.checkpoint' not in dict(o.split('=', 1) for o in runs[0][2])
+    study.write_text(yaml.safe_dump({'name': 's', 'teachers': {}, 'schedules': [{'name': 'w2', 'workers': 2}]}))
+    with pytest.raises(StudyError, match='the reference schedule runs on 1 worker'):
+        load_study(str(study))
