@@ -43,10 +43,12 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 from algorithms.blockwise import (BlockTask, LocalTrainingSettings, ScheduleSettings, accuracy, assemble,  # noqa: E402
                                   block_path, build_block, craft_sequential, find_replaceable, freeze, load_block,
                                   module_macs, run_block_task, run_tasks)
-from algorithms.callbacks.run_record import LATEST_CHECKPOINT, SUMMARY_FILE  # noqa: E402
-from algorithms.distillation.teachers import load_teacher_weights  # noqa: E402
+from algorithms.callbacks.run_record import LATEST_CHECKPOINT, run_finished  # noqa: E402
+from algorithms.distillation.teachers import load_teacher_weights, module_weights  # noqa: E402
 from recipes.pipelines.blockwise_config import load_blockwise, recipe_config  # noqa: E402
+from recipes.core.checkpoint_safety import checkpoint_error  # noqa: E402
 from recipes.core.cli import Stage, driver_args, run_main, run_stages, train_stage  # noqa: E402
+from recipes.core.errors import ConfigError  # noqa: E402
 from recipes.data.registry import build_dataset, resolve_options  # noqa: E402
 from recipes.models.registry import build_module  # noqa: E402
 from recipes.data.tensor_data import crop_batch  # noqa: E402
@@ -145,6 +147,22 @@ class Blockwise:
         self._input_shape: Optional[tuple[int, ...]] = None
         self._layers: Optional[list[Any]] = None
         self.costlier: list[Any] = []
+
+    def check(self) -> None:
+        """What the stages would find late, checked before anything is written (a ConfigError): the validation split
+        leaves training images, and a given ``teacher.checkpoint`` fits the teacher's architecture (keys and shapes,
+        memory-mapped on a ``meta`` model: nothing is read but the file's index)."""
+        try:
+            _datasets({**self.loader, 'augment': False}, self.bw['val_size'], self.bw['train_subset'])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.cfg['teacher']['checkpoint'] is not None:
+            with torch.device('meta'):
+                model = self.build_teacher()
+            try:
+                module_weights(model, self.checkpoint, mmap=True)
+            except Exception as e:  # noqa: BLE001 - not a checkpoint, unsafe, or another architecture: one line
+                raise checkpoint_error('teacher.checkpoint', str(self.checkpoint), e) from None
 
     # --- shared pieces ---------------------------------------------------------------------------------------------
     @property
@@ -313,18 +331,13 @@ class Blockwise:
 
 def stages(bw: Blockwise) -> list[Stage]:
     cfg, run_dir = bw.cfg, bw.run_dir
-
-    def finished(folder: Path) -> bool:
-        path = folder / SUMMARY_FILE
-        return path.is_file() and bool(json.loads(path.read_text()).get('finished'))
-
     out = []
-    if cfg['teacher']['checkpoint'] is None:
-        out.append(Stage('teacher', bw.train_teacher, lambda: finished(run_dir / 'teacher')))
+    if cfg['teacher']['checkpoint'] is None:  # the later stages read the teacher's latest checkpoint
+        out.append(Stage('teacher', bw.train_teacher, lambda: run_finished(run_dir / 'teacher', need_checkpoint=True)))
     out += [Stage('reference', bw.reference, lambda: (run_dir / REFERENCE_FILE).is_file()),
             Stage('blocks', bw.blocks, lambda: (run_dir / TASKS_FILE).is_file())]
     if cfg['fine_tune'] is not None:
-        out.append(Stage('fine_tune', bw.fine_tune, lambda: finished(run_dir / 'fine_tune')))
+        out.append(Stage('fine_tune', bw.fine_tune, lambda: run_finished(run_dir / 'fine_tune')))
     out.append(Stage('report', bw.report))
     return out
 
@@ -334,6 +347,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def body() -> int:
         bw = Blockwise(load_blockwise(args.file, args.overrides))
+        bw.check()  # before the data cache or any stage's folder is written
         run_stages(stages(bw), log)
         log.info('report: %s', bw.run_dir / 'blockwise.md')
         return 0

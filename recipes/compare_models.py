@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from algorithms.analysis import CONV_MODES, METHODS, layer_similarity, similarity_heatmap  # noqa: E402
 from algorithms.distillation import load_teacher_weights  # noqa: E402
 from algorithms.common.feature_taps import resolve_module  # noqa: E402
+from recipes.core.checkpoint_safety import checkpoint_error  # noqa: E402
 from recipes.core.config import load_config  # noqa: E402
 from recipes.data.registry import build_dataloader, check_data  # noqa: E402
 from recipes.core.errors import ConfigError  # noqa: E402
@@ -79,10 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _load(cfg: dict[str, Any], path: str, flag: str) -> torch.nn.Module:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f'{flag}: checkpoint not found: {path}')
+    """The recipe's model with the weights at ``path``; every failure (missing, not a checkpoint, unsafe, weights
+    that do not fit) one ConfigError naming ``flag``."""
     model = build_model(**cfg['model'])
-    return load_teacher_weights(model, path)
+    try:
+        return load_teacher_weights(model, path)
+    except Exception as e:  # noqa: BLE001 - see checkpoint_error
+        raise checkpoint_error(flag, path, e) from None
 
 
 def write_results(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace, label: str) -> None:

@@ -20,41 +20,49 @@ and the GLUE score, the mean of the task scores (:mod:`recipes.data.text.glue_ta
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
+from omegaconf import MISSING  # noqa: E402
 
 from algorithms.callbacks.run_record import CONFIG_FILE, LATEST_CHECKPOINT, SUMMARY_FILE  # noqa: E402
 from recipes.core.checkpoint_safety import check_checkpoint  # noqa: E402
 from recipes.core.cli import Stage, dotlist, driver_args, run_main, run_stages  # noqa: E402
-from recipes.core.config import check_keys, check_type, load_config, merge_yaml, resolve_merged  # noqa: E402
+from recipes.core import schema  # noqa: E402
+from recipes.core.config import load_config  # noqa: E402
 from recipes.core.errors import ConfigError  # noqa: E402
 from recipes.data.text.glue_tasks import TASKS, GlueTask, eval_label, glue_score, metric_keys, task_score  # noqa: E402
 
 __all__ = ['load_spec', 'task_config', 'run', 'results_table', 'RESULT_FILE', 'TABLE_MD', 'TABLE_JSON']
 
-importlib.import_module('recipes.data.text.glue_data')  # registers the `glue` dataset
 log = logging.getLogger('recipes.glue')
 RESULT_FILE = 'glue.json'
 TABLE_MD, TABLE_JSON = 'glue_results.md', 'glue_results.json'
-SPEC_KEYS = {
-    'name': (str,), 'pretrained': (str,), 'tasks': (list,), 'recipe': (str, dict), 'seeds': (list,),
-    'overrides': (dict,), 'task_overrides': (dict,), 'from_mnli': (list,), 'out_dir': (str,),
-}
-DEFAULTS: dict[str, Any] = {
-    'tasks': list(TASKS), 'recipe': 'yamls/glue/{task}.yaml', 'seeds': [17], 'overrides': {}, 'task_overrides': {},
-    'from_mnli': [], 'out_dir': 'runs/${name}',
-}
+
+
+@dataclass
+class GlueSpec:
+    """A GLUE driver spec YAML (``base: other_spec.yaml`` and dotted overrides as for recipes)."""
+
+    name: str = MISSING
+    pretrained: Optional[str] = None  # required: checked with a hint (the command line usually gives it)
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    recipe: Any = schema.union(str, dict, default='yamls/glue/{task}.yaml')  # a path pattern or task -> path
+    seeds: list[int] = field(default_factory=lambda: [17])
+    overrides: dict[str, Any] = field(default_factory=dict)  # every task's recipe (dotted keys)
+    task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> its recipe's overrides
+    from_mnli: list[str] = field(default_factory=list)
+    out_dir: str = 'runs/${name}'
 
 
 def _task_names(key: str, values: list[Any]) -> list[str]:
@@ -84,31 +92,24 @@ def recipe_path(spec: dict[str, Any], task: str) -> Path:
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read and validate a GLUE driver spec (``base:`` and dotted overrides as in recipes); checks the checkpoint
     (present, loadable with ``weights_only=True``) and that every task's recipe file exists."""
-    path, cfg = merge_yaml(path, overrides)
-    for key, default in DEFAULTS.items():
-        cfg.setdefault(key, default)
-    spec = resolve_merged(path, cfg)
-    check_keys('', spec, SPEC_KEYS)
-    for key, types in SPEC_KEYS.items():
-        if spec.get(key) is None:
-            hint = ': the checkpoint of a bert_mlm run, e.g. pretrained=runs/bert/checkpoints/latest-rank0.pt' \
-                if key == 'pretrained' else ''
-            raise ConfigError(f"missing required key '{key}'{hint}")
-        check_type(key, spec[key], types)
+    spec = schema.load_spec(path, overrides, GlueSpec)
+    for task in spec['task_overrides']:
+        if task not in TASKS:
+            raise ConfigError(f"unknown key 'task_overrides.{task}'; allowed: {', '.join(TASKS)}")
+    if spec['pretrained'] is None:
+        raise ConfigError("missing required key 'pretrained': the checkpoint of a bert_mlm run, e.g. "
+                          'pretrained=runs/bert/checkpoints/latest-rank0.pt')
     if not spec['tasks']:
         raise ConfigError('tasks: expected at least one GLUE task')
-    spec['tasks'] = [t.lower() if isinstance(t, str) else t for t in spec['tasks']]
+    spec['tasks'] = [t.lower() for t in spec['tasks']]
     _task_names('tasks', spec['tasks'])
     _task_names('from_mnli', spec['from_mnli'])
     if 'mnli' in spec['from_mnli']:
         raise ConfigError('from_mnli: mnli cannot start from itself')
-    if not spec['seeds'] or any(isinstance(s, bool) or not isinstance(s, int) for s in spec['seeds']):
+    if not spec['seeds']:
         raise ConfigError(f'seeds: expected a non-empty list of ints, got {spec["seeds"]!r}')
     if len(set(spec['seeds'])) != len(spec['seeds']):
         raise ConfigError(f'seeds: a seed is listed twice: {spec["seeds"]}')
-    for task, section in spec['task_overrides'].items():
-        _task_names('task_overrides', [task])
-        check_type(f'task_overrides.{task}', section, (dict,))
     check_checkpoint('pretrained', spec['pretrained'])
     for task in spec['tasks']:
         recipe = recipe_path(spec, task)

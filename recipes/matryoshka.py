@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,44 +23,46 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from omegaconf import MISSING  # noqa: E402
+
 from algorithms.callbacks import checkpoint_record  # noqa: E402
 from algorithms.callbacks.run_record import LATEST_CHECKPOINT as CHECKPOINT  # noqa: E402
-from algorithms.callbacks.run_record import MANIFEST_FILE, SUMMARY_FILE  # noqa: E402
+from algorithms.callbacks.run_record import MANIFEST_FILE, run_finished  # noqa: E402
 from recipes.core.builders import prepare  # noqa: E402
 from recipes.core.cli import Stage, dotlist, driver_args, run_main, run_stages, train_stage  # noqa: E402
-from recipes.core.config import check_keys, check_type, load_config, merge_yaml, resolve_merged  # noqa: E402
+from recipes.core.checkpoint_safety import check_checkpoint  # noqa: E402
+from recipes.core import schema  # noqa: E402
+from recipes.core.config import load_config  # noqa: E402
 from recipes.core.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger('recipes.matryoshka')
-SPEC_KEYS = {
-    'name': (str,), 'student_recipe': (str,), 'generations': (int,), 'pool': (list,), 'overrides': (dict,),
-    'out_dir': (str,),
-}
-MEMBER_KEYS = ('checkpoint', 'overrides')
+
+
+@dataclass
+class PoolMember:
+    checkpoint: str = MISSING  # a teacher of generation 0
+    overrides: dict[str, Any] = field(default_factory=dict)  # the hyper-parameters its run used (dotted keys)
+
+
+@dataclass
+class MatryoshkaSpec:
+    """A Matryoshka spec YAML (``base: other_spec.yaml`` and dotted overrides as for recipes)."""
+
+    name: str = MISSING
+    student_recipe: str = MISSING
+    generations: int = MISSING
+    pool: list[PoolMember] = MISSING
+    overrides: dict[str, Any] = field(default_factory=dict)  # every student's recipe
+    out_dir: str = 'runs/${name}'
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read and validate a Matryoshka spec (paths in it are relative to the repository root, like recipes')."""
-    path, cfg = merge_yaml(path, overrides)  # the recipes' rules: ``base: other_spec.yaml``, dotted overrides
-    cfg.setdefault('overrides', {})
-    cfg.setdefault('out_dir', 'runs/${name}')
-    spec = resolve_merged(path, cfg)
-    check_keys('', spec, SPEC_KEYS)
-    for key, types in SPEC_KEYS.items():
-        if key not in spec:
-            raise ConfigError(f"missing required key '{key}'")
-        check_type(key, spec[key], types)
+    spec = schema.load_spec(path, overrides, MatryoshkaSpec)
     if spec['generations'] < 1:
         raise ConfigError(f"generations: expected a positive int, got {spec['generations']}")
     if not spec['pool']:
         raise ConfigError('pool: expected at least one teacher')
-    for i, member in enumerate(spec['pool']):
-        check_type(f'pool[{i}]', member, (dict,))
-        check_keys(f'pool[{i}]', member, MEMBER_KEYS)
-        if not isinstance(member.get('checkpoint'), str):
-            raise ConfigError(f"missing required key 'pool[{i}].checkpoint'")
-        member.setdefault('overrides', {})
-        check_type(f'pool[{i}].overrides', member['overrides'], (dict,))
     if not (REPO / spec['student_recipe']).is_file() and not Path(spec['student_recipe']).is_file():
         raise ConfigError(f"student_recipe: YAML file not found: {spec['student_recipe']}")
     return spec
@@ -98,14 +101,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Train every generation that is not finished yet; write and return the manifest."""
     out = Path(spec['out_dir'])
     pool = [m['checkpoint'] for m in spec['pool']]
-    for i, path in enumerate(pool):
-        if not Path(path).is_file():
-            raise ConfigError(f'pool[{i}].checkpoint: teacher checkpoint not found: {path}')
+    for i, path in enumerate(pool):  # missing, not a checkpoint or unsafe: one line, before anything is written
+        check_checkpoint(f'pool[{i}].checkpoint', path)
     manifest: dict[str, Any] = {'name': spec['name'], 'generations': [[_entry(p, 0, i, []) for i, p in enumerate(pool)]]}
     for g in range(1, spec['generations'] + 1):
         configs = [student_config(spec, g, i, pool) for i in range(len(spec['pool']))]
         stages = [Stage(name=f"generation {g} member {i} ({cfg['run_name']})",
-                        run=lambda cfg=cfg: train_stage(cfg), done=lambda cfg=cfg: _finished(cfg),
+                        run=lambda cfg=cfg: train_stage(cfg),
+                        done=lambda cfg=cfg: run_finished(cfg['run_dir'], need_checkpoint=True),
                         check=(lambda cfg=cfg: prepare(cfg)) if g == 1 else None)  # later pools do not exist yet
                   for i, cfg in enumerate(configs)]
         run_stages(stages, log)
@@ -115,12 +118,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + '\n')
     return manifest
-
-
-def _finished(cfg: dict[str, Any]) -> bool:
-    summary = Path(cfg['run_dir']) / SUMMARY_FILE
-    return summary.is_file() and bool(json.loads(summary.read_text()).get('finished')) and \
-        Path(f"{cfg['run_dir']}/{CHECKPOINT}").is_file()
 
 
 def main(argv: list[str] | None = None) -> int:

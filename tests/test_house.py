@@ -4,6 +4,7 @@ listed in the run record, and the driver CLI helper (validate every stage first,
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,14 +44,20 @@ def mlp(width: int = 8, num_classes: int = 2) -> ComposerClassifier:
     return ComposerClassifier(net, num_classes=num_classes)
 
 
+@dataclass
+class StripesOptions(data.CommonOptions):
+    """A new dataset's options: the common ones and its own, declared once."""
+
+    path: str = 'unused'
+    n: int = 32
+
+
 @pytest.fixture
 def registered(monkeypatch):
     monkeypatch.setitem(models.COMPOSER_MODELS, 'toy_mlp', mlp)
-    spec = data.DatasetSpec(options={**data._COMMON, 'path': ((str,), 'unused'), 'n': ((int,), 32)},
-                            build=lambda opts, bs: Stripes(opts['n']), files=lambda path, split: [],
-                            info={'num_classes': 2})
+    spec = data.DatasetSpec(options=StripesOptions, build=lambda opts, bs: Stripes(opts['n']),
+                            files=lambda path, split: [], info={'num_classes': 2})
     monkeypatch.setitem(data.DATASETS, 'stripes', spec)
-    monkeypatch.setitem(data.DATASET_OPTIONS, 'stripes', spec.options)
 
 
 def test_a_registered_model_and_dataset_train_from_a_yaml(registered, tmp_path):

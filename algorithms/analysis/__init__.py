@@ -2,8 +2,9 @@
 (Kornblith et al. 2019), per layer of two models on the same inputs, and a heat-map. Bias of a compressed model
 against its original: per-class FPR/FNR changes, CEV, SDE, PIEs (both definitions) and their scatter. See README.md.
 
-The similarity functions need only torch and numpy; ``layer_similarity`` also uses ``algorithms.common.feature_taps``;
-the heat-map and the bias scatter need matplotlib (imported when called).
+The similarity functions need only torch and numpy; ``layer_similarity`` also uses ``algorithms/common/`` and the
+similarity monitor ``algorithms/distillation/`` (its checkpoint loader): copy this folder with those two. The
+heat-map and the bias scatter need matplotlib (imported when called).
 """
 
 from .activations import CONV_MODES, conv_activations

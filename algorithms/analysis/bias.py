@@ -14,7 +14,8 @@ neural networks with knowledge distillation", 2021; digested in this project's `
 
 Lower CEV / SDE = the compression changed the classes' errors more uniformly = less bias. PIEs (pruning identified
 exemplars) come in two definitions, named for what they are: :func:`pie_modal` (Hooker et al. 2019, populations
-of compressed and original models) and :func:`pie_disagreement` (the seed's author's code: students vs one teacher).
+of compressed and original models) and :func:`pie_disagreement` (students vs one teacher, as in the seed's author's
+code; its ``rule='all'`` is what that code counted).
 
 Everything is numpy float64 on the CPU; inputs may be torch tensors (any device), numpy arrays or lists.
 """
@@ -314,14 +315,18 @@ def pie_modal(preds_compressed: Any, preds_original: Any) -> np.ndarray:
 
 
 def pie_disagreement(preds_students: Any, preds_teacher: Any, rule: str = 'modal') -> np.ndarray:
-    """PIEs as the seed's author's code counted them: the examples where the students, trained with several seeds,
-    disagree with the teacher's prediction. Not Hooker et al.'s definition (:func:`pie_modal`): one teacher, not a
-    population of originals, and several readings of "disagree across seeds":
+    """PIEs as the seed's author's code set them up: the examples where the students, trained with several seeds,
+    disagree with one teacher's prediction (one teacher, not Hooker et al.'s population of originals), under one of
+    three readings of "disagree across seeds":
 
     * ``'modal'`` (default): the students' modal label (ties to the smallest label) differs from the teacher's
-      label: the seeds, taken together, disagree. It is :func:`pie_modal` with a population of one original;
-    * ``'any'``: at least one student seed disagrees with the teacher (the widest set);
-    * ``'all'``: every student seed disagrees with the teacher (the narrowest set).
+      label: the seeds, taken together, disagree. This is Hooker et al.'s definition (:func:`pie_modal`) with a
+      population of one original; it is NOT what the seed's code counted;
+    * ``'all'``: every student seed disagrees with the teacher (the narrowest set). This is what the seed's code
+      counted: its ``analytics.py`` intersects the per-seed disagreement sets, ``reduce(np.intersect1d, ...)``;
+    * ``'any'``: at least one student seed disagrees with the teacher (the widest set, the union of those sets).
+
+    On the same predictions ``'all'`` <= ``'modal'`` <= ``'any'`` (e.g. 41, 106 and 266 PIEs on one example).
 
     Args:
         preds_students: ``[seeds, examples]`` predicted labels of the students.

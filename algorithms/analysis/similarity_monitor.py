@@ -18,7 +18,8 @@ from torch import nn
 from composer.core import Callback, Event, State
 from composer.loggers import Logger
 
-from ..distillation.teachers import load_teacher_weights
+from ..common.feature_taps import resolve_module
+from ..distillation.teachers import load_teacher_weights, module_weights
 from .layer_similarity import layer_similarity
 
 __all__ = ['SimilarityMonitor']
@@ -54,6 +55,17 @@ class SimilarityMonitor(Callback):
         self.history: list[dict[str, Any]] = []
         self._batches: Optional[list[Any]] = None
         self._model: Optional[nn.Module] = None
+
+    def check_model(self, model: nn.Module) -> None:
+        """Check, before training, what ``FIT_START`` and the first measurement would find: every layer name in
+        ``model`` (and in a reference module), and a reference checkpoint that loads into ``model``'s architecture
+        (memory-mapped keys and shapes; refused if not a checkpoint or unsafe). ``KeyError``/``ValueError`` if not."""
+        for name in self.layers:
+            resolve_module(model, name)
+            if isinstance(self.reference, nn.Module):
+                resolve_module(self.reference, name)
+        if not isinstance(self.reference, nn.Module):
+            module_weights(model, self.reference, mmap=True)
 
     def run_event(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.FIT_START:

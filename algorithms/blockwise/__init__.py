@@ -11,7 +11,8 @@ trained to reproduce its layer from the teacher's own activations.
 * :mod:`.schedule`, :mod:`.executor`, :mod:`.cluster`: round robin, bin packing and work stealing on Dask.
 
 The driver that reads a YAML, trains the teacher, runs the tasks, assembles and fine-tunes the student is
-``recipes/blockwise.py``; the method card is ``algorithms/blockwise/README.md``.
+``recipes/blockwise.py``; the method card is ``algorithms/blockwise/README.md``. Copy this folder with
+``algorithms/distillation/`` and ``algorithms/common/``.
 """
 
 from .assembly import assemble, freeze, replace_module, splice, spliced

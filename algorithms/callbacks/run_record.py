@@ -10,6 +10,11 @@ The clocks and the latest metrics are saved in checkpoints (:func:`checkpoint_re
 resumed run keeps counting where it left off, and record lines written after the checkpoint it resumes from (work
 the interrupted run lost) are dropped. Only global rank 0 writes.
 Benchmarks and reports read these files, and a teacher's ``summary.json`` gives the teacher's own training cost.
+
+This module is the run folder's protocol, used by every recipe, driver and study: its file names,
+:func:`run_finished` (is this run done?), :func:`epoch_checkpoints` (the checkpoints Composer kept, in training
+order), and a study root's ``machine.json`` (:func:`record_machine`, :func:`read_machines`, from
+:mod:`algorithms.callbacks.machine`, which imports no Composer).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,15 +31,22 @@ from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from algorithms.callbacks.machine import MACHINE_FILE, machine_info, read_machines, record_machine
 from algorithms.common.checkpoint_loading import safe_load
 
 # The run folder's layout, shared by the recipes, the drivers and the benchmarks.
 CONFIG_FILE = 'config.yaml'
-LATEST_CHECKPOINT = 'checkpoints/latest-rank0.pt'  # Composer's symlink to a run's newest checkpoint
+CHECKPOINT_FOLDER = 'checkpoints'  # the recipes' save_folder inside a run folder
+LATEST_CHECKPOINT = f'{CHECKPOINT_FOLDER}/latest-rank0.pt'  # Composer's symlink to a run's newest checkpoint
 MANIFEST_FILE = 'manifest.json'  # a multi-run driver's index of its runs (Matryoshka, pruning pipelines)
 log = logging.getLogger(__name__)
 RECORD_FILE = 'record.jsonl'
 SUMMARY_FILE = 'summary.json'
+_EPOCH_CHECKPOINT = re.compile(r'ep(\d+)-ba(\d+)-rank0\.pt')  # Composer's default checkpoint file name
+
+__all__ = ['CHECKPOINT_FOLDER', 'CONFIG_FILE', 'LATEST_CHECKPOINT', 'MACHINE_FILE', 'MANIFEST_FILE', 'RECORD_FILE',
+           'SUMMARY_FILE', 'RunRecord', 'checkpoint_record', 'epoch_checkpoints', 'machine_info', 'read_machines',
+           'read_records', 'record_machine', 'run_finished']
 
 
 def checkpoint_record(path: str | os.PathLike) -> dict[str, Any]:
@@ -76,6 +89,18 @@ def run_finished(run_dir: str | os.PathLike, need_checkpoint: bool = False) -> b
     if not (isinstance(summary, dict) and summary.get('finished')):
         return False
     return not need_checkpoint or (folder / LATEST_CHECKPOINT).is_file()
+
+
+def epoch_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoints the run in ``run_dir`` kept (``checkpoints/ep<E>-ba<B>-rank0.pt``, not the ``latest`` link), in
+    training order (``ep10`` after ``ep9``); empty if it has none."""
+    folder = Path(run_dir) / CHECKPOINT_FOLDER
+    found = []
+    for path in folder.glob('*.pt') if folder.is_dir() else []:
+        match = _EPOCH_CHECKPOINT.fullmatch(path.name)
+        if match and not path.is_symlink():
+            found.append(((int(match[1]), int(match[2])), path))
+    return [p for _, p in sorted(found)]
 
 
 class RunRecord(Callback):

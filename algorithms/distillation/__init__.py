@@ -3,8 +3,8 @@ every other distillation method plugs into.
 
 Hinton et al., "Distilling the Knowledge in a Neural Network" (2015); teacher pools and scheduled ("early-stop")
 distillation after Blakeney et al., "Reduce, Reuse, Recycle: Improving Training Efficiency with Distillation" (2022).
-See README.md (the method card). The package imports torch, Composer and three small modules of ``algorithms/``
-(``feature_taps.py``, ``time_strings.py``, ``checkpoint_loading.py``): copy those with the folder.
+See README.md (the method card). The package imports torch, Composer and ``algorithms/common/``: copy this folder
+and ``algorithms/common/`` into your project.
 
 The seams: :class:`DistillationTerm` (one weighted loss term keyed by name, a window, a teacher pool, feature taps,
 trainable heads), the loss signature ``fn(student_io, teacher_io, batch)`` over :class:`ModelIO`, and

@@ -3,7 +3,8 @@ that compose with knowledge distillation (their terms add up in one ``state.loss
 
 FitNets hints (a trainable regressor head), attention transfer (AT), similarity preserving (SP), probabilistic
 knowledge transfer (PKT), FSP (an initialisation stage) and CRD (embedding heads, memory banks, sample indices),
-with RepDistiller's formulas and weights.
+with RepDistiller's formulas and weights. Copy this folder with ``algorithms/distillation/`` and
+``algorithms/common/`` (see README.md, the method card).
 """
 
 from .crd import CRD, ContrastMemory, Embed, split_index

@@ -3,8 +3,8 @@ re-initialisation, random sparse initialisation, and filter-wise structured prun
 export that removes the pruned filters; with the mask utilities and cost measures they use.
 
 The seed's chapter II ("pruning is not compression"); see README.md (the method card). The package imports torch,
-Composer, ``algorithms/common/feature_taps.py`` (wrapper names) and ``algorithms/common/checkpoint_loading.py`` (the
-``weights_only=True`` loader): copy those two files with the folder into any project.
+Composer and ``algorithms/common/`` (wrapper names, the ``weights_only=True`` loader): copy this folder and
+``algorithms/common/`` into any project.
 """
 
 from .magnitude_pruning import MagnitudePruning, parse_schedule

@@ -29,9 +29,10 @@ from algorithms.analysis.bias import modal_labels
 from benchmarks.core.intervals import RULE, Interval, mean_interval, verdict
 from benchmarks.core.markdown import frame_table, interval_cell, interval_pivot, missing, table
 from benchmarks.core.records import MACHINE_FILE, copy_records
-from benchmarks.core.reporting import ReportError, header, report_main
+from benchmarks.core.reporting import ReportError, command, header, report_main
 from recipes.data.biased_data import BIASED_CIFAR100, BIASED_FASHION_MNIST, CIFAR100_CLASSES
 
+PROG = 'benchmarks.bias.report'
 FMNIST = ('T-shirt/top', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot')
 NAMES = {'prune': 'Pruning alone', 'kd': 'KD', 'at_kd': 'AT+KD', 'pkt_kd': 'PKT+KD', 'sp_kd': 'SP+KD',
          'crd_kd': 'CRD+KD', 'fsp_kd': 'FSP+KD'}
@@ -254,14 +255,14 @@ def export_table(data: dict[str, Any]) -> list[str]:
 
 
 def build(root: Path, out: Path) -> list[str]:
-    """The report of the records under ``root`` (copied into ``out``, with ``machine.json``, replacing any records
-    an earlier report left there)."""
-    if root.resolve() != out.resolve():
-        shutil.rmtree(out / 'records', ignore_errors=True)
-    copy_records(root, out, ('records/*.json', MACHINE_FILE))
+    """The report of the records under ``root`` (checked first; copied into ``out``, with ``machine.json``, replacing
+    any records an earlier report left there)."""
     data = load(root)
     if 'original' not in data or len(data) < 2:
         raise ReportError(f'no original and compressed records under {root}/records')
+    if root.resolve() != out.resolve():
+        shutil.rmtree(out / 'records', ignore_errors=True)
+    copy_records(root, out, ('records/*.json', MACHINE_FILE))
     result = analyse(data)
     runs = run_frame(data, result)
     changes = {name(m): (np.concatenate([r['report'].d_fpr for r in seeds.values()]),
@@ -271,9 +272,8 @@ def build(root: Path, out: Path) -> list[str]:
                  '(all classes, all seeds)')
     train = interval_pivot(runs[runs.measure == 'train'], 'method', 'measure', 'value',
                            order=['original', *ordered(data)]).rename(index=name)
-    return header('Distillation against the bias of pruning: the CPU-scale study',
-                  f'python -m benchmarks.bias.report {out} --out {out}', f'`python -m benchmarks.bias.study {STUDY}` '
-                  f'then `python -m benchmarks.bias.report runs/bias-study --out {out}`', out) + [
+    return header('Distillation against the bias of pruning: the CPU-scale study', command(PROG, out, out),
+                  f'`python -m benchmarks.study {STUDY}` then `{command(PROG, "runs/bias-study", out)}`', out) + [
         DESIGN, '', f'Intervals and verdicts: {RULE}. Differences are paired by seed (same original).', '',
         '## Results', '', *main_table(runs, result), '',
         "The seed's numbers (last column) are for ResNet32x4 on biased CIFAR-100, 100 classes, at 45%; the scale of "
@@ -293,7 +293,7 @@ def build(root: Path, out: Path) -> list[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return report_main('benchmarks.bias.report', __doc__, build, argv,
+    return report_main(PROG, __doc__, build, argv,
                        'the study runs_root, or a folder with a committed copy of its records/')
 
 

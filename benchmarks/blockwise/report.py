@@ -3,8 +3,9 @@
 efficiency against the 1-worker run, the makespans simulated from the measured task times for more workers, and
 energy where the machine exposes it.
 
-    .venv/bin/python -m benchmarks.blockwise.report runs/blockwise-study --out benchmarks/results/blockwise_fashion_mnist
-    .venv/bin/python -m benchmarks.blockwise.report benchmarks/results/blockwise_fashion_mnist --out benchmarks/results/blockwise_fashion_mnist
+    python -m benchmarks.blockwise.report runs/blockwise-study --out benchmarks/results/blockwise_fashion_mnist
+    python -m benchmarks.blockwise.report benchmarks/results/blockwise_fashion_mnist \\
+        --out benchmarks/results/blockwise_fashion_mnist
 
 The first form reads the runs and writes ``records.json`` (everything the report uses) next to ``report.md``; the
 second regenerates the report from committed records.
@@ -18,14 +19,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 from algorithms.blockwise.schedule import lower_bound, simulate
+from algorithms.callbacks.machine import read_machines
 from algorithms.profiling.energy import parallel_metrics
 from benchmarks.core.markdown import table
-from benchmarks.core.reporting import ReportError, header, machine_line, report_main
+from benchmarks.core.reporting import ReportError, command, header, report_main
 from recipes.pipelines.blockwise_report import models_table
 
+PROG = 'benchmarks.blockwise.report'
 RECORDS = 'records.json'
 GOAL_EFFICIENCY = 0.90
-RERUN = ('`python -m benchmarks.blockwise.study benchmarks/studies/blockwise_fashion_mnist.yaml` (and '
+RERUN = ('`python -m benchmarks.study benchmarks/studies/blockwise_fashion_mnist.yaml` (and '
          '`blockwise_craft_fashion_mnist.yaml`) then `python -m benchmarks.blockwise.report runs/blockwise-study '
          '--out benchmarks/results/blockwise_fashion_mnist`')
 ORDER = ('w1', 'ws2', 'rr2', 'bp2')  # the schedules' order in the tables (others after them, as read)
@@ -73,8 +76,7 @@ def collect(runs_root: Path) -> dict[str, Any]:
         reference = runs_root / f'{teacher}-w1-{repeat}'
         if schedule != 'w1' and reference.is_dir():
             runs[name]['blocks_max_abs_difference_vs_w1'] = _block_difference(reference, runs_root / name)
-    machine = runs_root / 'machine.json'
-    return {'runs': runs, 'machine': json.loads(machine.read_text()) if machine.is_file() else None}
+    return {'runs': runs, 'machine': {'sessions': read_machines(runs_root)}}
 
 
 def _joules(run: dict[str, Any]) -> Optional[float]:
@@ -188,10 +190,12 @@ def section(teacher: str, by_schedule: dict[str, dict[str, Any]]) -> list[str]:
                     '`benchmarks/results/blockwise_gpu_h100.md` for a task under NVML).', '']
 
 
-def render(records: dict[str, Any], command: str = '') -> list[str]:
-    """The report's lines from ``records`` (what :func:`collect` returns); ``command`` regenerates it."""
-    lines = header('Parallel blockwise distillation on this CPU (Fashion-MNIST)', command, RERUN)
-    lines += [machine_line((records.get('machine') or {}).get('sessions') or []), '', DESIGN, '']
+def render(records: dict[str, Any], regenerate: str = '') -> list[str]:
+    """The report's lines from ``records`` (what :func:`collect` returns); ``regenerate`` is the command that
+    regenerates it."""
+    lines = header('Parallel blockwise distillation on this CPU (Fashion-MNIST)', regenerate, RERUN,
+                   sessions=(records.get('machine') or {}).get('sessions') or [])
+    lines += [DESIGN, '']
     for teacher, by_schedule in _teachers(records).items():
         lines += section(teacher, by_schedule)
     return lines
@@ -203,11 +207,11 @@ def build(root: Path, out: Path) -> list[str]:
     if not records['runs']:
         raise ReportError(f'no */blockwise.json nor {RECORDS} under {root}')
     (out / RECORDS).write_text(json.dumps(records, indent=1) + '\n')
-    return render(records, f'python -m benchmarks.blockwise.report {out} --out {out}')
+    return render(records, command(PROG, out, out))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return report_main('benchmarks.blockwise.report', __doc__, build, argv,
+    return report_main(PROG, __doc__, build, argv,
                        'the study runs root, or a folder with records.json')
 
 

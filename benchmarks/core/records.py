@@ -2,7 +2,7 @@
 
 A run folder holds ``config.yaml`` (the resolved config), ``record.jsonl`` (one line per evaluation) and, once
 finished, ``summary.json``; a Matryoshka output folder holds ``manifest.json``; a study's runs root may hold
-``machine.json`` (written by :mod:`benchmarks.study.engine`). Runs are found by walking a root for ``config.yaml`` and are
+``machine.json`` (see :mod:`algorithms.callbacks.machine`). Runs are found by walking a root for ``config.yaml`` and are
 named by their folder relative to that root (``teacher-lr0.1``, ``matryoshka/g1/m0``).
 """
 
@@ -19,12 +19,12 @@ from typing import Any, Optional
 import yaml
 from composer.core import Time, TimeUnit
 
-from algorithms.callbacks.run_record import CONFIG_FILE, MANIFEST_FILE, RECORD_FILE, SUMMARY_FILE, read_records
+from algorithms.callbacks.run_record import (CONFIG_FILE, MACHINE_FILE, MANIFEST_FILE, RECORD_FILE, SUMMARY_FILE,
+                                            read_machines, read_records, run_finished)
 from algorithms.common.time_strings import parse_time
 
 log = logging.getLogger(__name__)
 
-MACHINE_FILE = 'machine.json'
 SMALL_FILES = (CONFIG_FILE, RECORD_FILE, SUMMARY_FILE, MANIFEST_FILE, MACHINE_FILE)
 KD_KEY = 'knowledge_distillation'
 _UNIT_ORDER = {TimeUnit.DURATION: 0, TimeUnit.TOKEN: 1, TimeUnit.SAMPLE: 2, TimeUnit.BATCH: 3, TimeUnit.EPOCH: 4}
@@ -76,13 +76,8 @@ def _read_json(path: Path) -> Optional[dict[str, Any]]:
         return None
 
 
-def is_finished(folder: str | os.PathLike) -> bool:
-    """Whether the run in ``folder`` completed: its ``summary.json`` says ``finished: true``."""
-    path = Path(folder) / SUMMARY_FILE
-    if not path.is_file():
-        return False
-    summary = _read_json(path)
-    return bool(summary and summary.get('finished'))
+#: Whether the run in a folder completed: the run-folder protocol's one answer, under the name the studies use.
+is_finished = run_finished
 
 
 @dataclass
@@ -188,11 +183,8 @@ def load_manifests(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return out
 
 
-def load_machines(root: str | os.PathLike) -> list[dict[str, Any]]:
-    """The machine descriptions the study driver recorded in ``<root>/machine.json`` (empty if none)."""
-    path = Path(root) / MACHINE_FILE
-    data = _read_json(path) if path.is_file() else None
-    return list((data or {}).get('sessions', []))
+#: The machine sessions recorded in ``<root>/machine.json`` (empty if none): the run-folder protocol's one reader.
+load_machines = read_machines
 
 
 def copy_records(root: str | os.PathLike, dest: str | os.PathLike, names: tuple[str, ...] = SMALL_FILES) -> int:

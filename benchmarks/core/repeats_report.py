@@ -1,11 +1,10 @@
 """The pieces of a report on a study repeated with seeds (:class:`benchmarks.core.repeats.Repeats`): interval cells, the
-table of every run, the machines table, findings with their verdicts, the rules paragraph, and the two commands
-(the one that made the report, the one that regenerates it from its committed copies). Each study's own findings
-and tables stay in its module (:mod:`benchmarks.kd.report`, :mod:`benchmarks.bert.study`).
+table of every run, the machines table, findings with their verdicts and the rules paragraph (the header and the
+regenerate command are every report's: :mod:`benchmarks.core.reporting`). Each study's own findings and tables stay
+in its module (:mod:`benchmarks.kd.report`, :mod:`benchmarks.bert.report`).
 """
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,7 +14,7 @@ from benchmarks.core.records import load_machines
 from benchmarks.core.repeats import SPEEDUP_RULE, Repeats, RunStats
 from benchmarks.core.speedup import CROSSING_RULE
 
-__all__ = ['Finding', 'pct', 'num', 'speed_cell', 'run_table', 'machines_table', 'rules', 'commands']
+__all__ = ['Finding', 'pct', 'num', 'speed_cell', 'run_table', 'machines_table', 'rules']
 
 
 @dataclass
@@ -73,12 +72,3 @@ def rules(target: str) -> list[str]:
     verdict rule, the speedup rule."""
     return [f'- {target}', f'- **Between evaluations**: {CROSSING_RULE}',
             f'- **Intervals and verdicts**: {RULE}. Differences between runs are paired by seed.', f'- {SPEEDUP_RULE}']
-
-
-def commands(prog: str, args: list[tuple[str, Optional[str]]], copies: dict[str, str]) -> tuple[str, str]:
-    """The command that made a report (``.venv/bin/python -m <prog>`` with the ``(flag, value)`` pairs that have a
-    value) and the one that regenerates it: each flag of ``copies`` pointed at its committed copy instead."""
-    def line(values: dict[str, Optional[str]]) -> str:
-        return ' '.join([f'.venv/bin/python -m {prog}'] + [f'{k} {shlex.quote(v)}' for k, v in values.items() if v])
-    given = dict(args)
-    return line(given), line({k: (copies.get(k) if v else v) or v for k, v in given.items()})

@@ -3,10 +3,14 @@ how to regenerate and rerun it and on which machine it ran, and one-line errors;
 its command line (a study YAML in, read by :func:`~benchmarks.study.spec.load_spec`), one-line errors, records
 written once (so that a study resumes).
 
-A report module defines ``build(root, out) -> list of markdown lines`` and calls :func:`report_main`::
+A report module defines ``build(root, out) -> list of markdown lines`` (``build(root, out, args)`` when it adds
+options of its own) and calls :func:`report_main`, the one report command line
+(``python -m benchmarks.<family>.report ROOT [options] --out DIR``)::
 
     def main(argv=None):
         return report_main('benchmarks.pruning.report', __doc__, build, argv)
+
+Its header (:func:`header`) names the command that regenerates it from the records it copied (:func:`command`).
 
 A study driver defines ``load_study(path) -> dict`` and ``run(study, args) -> exit status`` and calls
 :func:`study_main`.
@@ -17,6 +21,8 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +33,8 @@ from benchmarks.study.spec import StudyError
 from recipes.core.cli import LOG_FORMAT
 from recipes.core.errors import ConfigError
 
-__all__ = ['ReportError', 'report_main', 'machine_line', 'header', 'LOG_FORMAT', 'study_main', 'write_once']
+__all__ = ['ReportError', 'report_main', 'machine_line', 'header', 'command', 'write_report', 'LOG_FORMAT',
+           'study_main', 'write_once']
 
 log = logging.getLogger(__name__)
 
@@ -46,37 +53,63 @@ def machine_line(sessions: Sequence[dict[str, Any]], last: bool = True) -> str:
                                    f"{m.get('torch')}, {m.get('date')}" for m in chosen) + '.'
 
 
-def header(title: str, regenerate: str, rerun: Optional[str] = None, root: Optional[Path] = None) -> list[str]:
-    """The report's first lines: its title, the command that regenerates it from the committed records, the commands
-    that rerun the study, and the machine of ``<root>/machine.json`` (if ``root`` is given)."""
+def header(title: str, regenerate: str, rerun: Optional[str] = None, root: Optional[Path] = None,
+           sessions: Optional[Sequence[dict[str, Any]]] = None) -> list[str]:
+    """The report's first lines, the same for every report: its title, the command that regenerates it from the
+    committed records, the commands that rerun the study, and the machine of the last session (``sessions``, else
+    those of ``<root>/machine.json``; no machine line when neither is given)."""
     lines = [f'# {title}', '', f'Regenerate from the committed records: `{regenerate}`'
              + (f'; rerun the study: {rerun}.' if rerun else '.'), '']
-    if root is not None:
-        lines += [machine_line(load_machines(root)), '']
+    if sessions is None and root is not None:
+        sessions = load_machines(root)
+    if sessions is not None:
+        lines += [machine_line(sessions), '']
     return lines
 
 
-def report_main(prog: str, doc: Optional[str], build: Callable[[Path, Path], list[str]],
-                argv: Optional[list[str]] = None, root_help: str = 'the study runs_root, or a committed copy of its '
-                'records') -> int:
-    """``python -m <prog> ROOT --out OUT``: build the report from the records under ROOT into OUT (created) and
-    write ``OUT/report.md``; a :class:`ReportError` or a missing folder is one ``error:`` line and exit status 2."""
+def command(prog: str, root: str | Path, out: str | Path, options: Sequence[tuple[str, Optional[str]]] = ()) -> str:
+    """``python -m <prog> ROOT [--flag value ...] --out OUT``, each word quoted for a shell; an option whose value is
+    None is left out. With ``ROOT`` the committed copy of the records, the command that regenerates a report."""
+    words = ['python', '-m', prog, str(root)] + [w for flag, v in options if v is not None for w in (flag, str(v))]
+    return ' '.join(shlex.quote(w) for w in [*words, '--out', str(out)])
+
+
+def write_report(out: Path, lines: Sequence[str]) -> None:
+    """``<out>/report.md``: the lines, each ended by a newline."""
+    (Path(out) / 'report.md').write_text('\n'.join(lines) + '\n')
+
+
+def report_main(prog: str, doc: Optional[str], build: Callable[..., list[str]], argv: Optional[list[str]] = None,
+                root_help: str = 'the study runs_root, or a committed copy of its records',
+                options: Optional[Callable[[argparse.ArgumentParser], Any]] = None) -> int:
+    """``python -m <prog> ROOT [options] --out OUT``: build the report from the records under ROOT into OUT (created)
+    and write ``OUT/report.md``; ``options`` adds the report's own arguments to the parser, and ``build`` then gets
+    the parsed ``args`` too. A missing or empty ROOT, a :class:`ReportError` or a bad study YAML is one ``error:``
+    line and exit status 2, and leaves nothing behind: an OUT this call created is removed (a report checks its
+    records before it writes into an OUT that was there)."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     p = argparse.ArgumentParser(prog=f'python -m {prog}', description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('root', help=root_help)
+    if options is not None:
+        options(p)
     p.add_argument('--out', required=True, help='the report folder (report.md, plots, a copy of the records)')
     args = p.parse_args(argv)
     root, out = Path(args.root), Path(args.out)
+    created = next((d for d in reversed([out, *out.parents]) if not d.exists()), None)  # the top folder it makes
     try:
         if not root.is_dir():
             raise ReportError(f'no such folder: {root}')
+        if not any(root.iterdir()):
+            raise ReportError(f'{root}: empty folder, no records to report on')
         out.mkdir(parents=True, exist_ok=True)
-        lines = build(root, out)
-    except ReportError as e:
+        lines = build(root, out, args) if options is not None else build(root, out)
+    except (ReportError, StudyError, ConfigError) as e:
+        if created is not None and created.is_dir():
+            shutil.rmtree(created)
         sys.stderr.write(f'error: {e}\n')
         return 2
-    (out / 'report.md').write_text('\n'.join(lines) + '\n')
+    write_report(out, lines)
     return 0
 
 

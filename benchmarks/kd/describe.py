@@ -1,5 +1,5 @@
 """What a distillation run is, read from its config: the ``describe`` of the distillation studies' reports
-(:mod:`benchmarks.kd.report`, :mod:`benchmarks.bert.study`) for :func:`benchmarks.core.analysis.analyse`.
+(:mod:`benchmarks.kd.report`, :mod:`benchmarks.bert.report`) for :func:`benchmarks.core.analysis.analyse`.
 
 ``series``: ``plain`` (no teacher), ``KD-KL`` / ``KD-MSE`` (one teacher), ``pool <mode>`` (several); the facts:
 ``kd_loss``, ``kd_fraction`` (the share of training with distillation, from its ``start``/``end`` window),

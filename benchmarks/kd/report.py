@@ -1,16 +1,18 @@
 """The Iterated Runs report: a study of distillation runs, repeated with seeds, read only from run records; means
 with 95% intervals over seeds, and the seed's section-1 findings with verdicts decided by them.
 
-    .venv/bin/python -m benchmarks.kd.report --runs runs/study-long \\
-        --study benchmarks/studies/fashion_mnist_long.yaml --out benchmarks/results/fashion_mnist_long
+    python -m benchmarks.kd.report runs/study-long --study benchmarks/studies/fashion_mnist_long.yaml \\
+        --out benchmarks/results/fashion_mnist_long
 
-Writes ``<out>/report.md``, ``<out>/speedup_vs_duration.png`` (accuracy and speedup against the students' duration),
-``<out>/accuracy_vs_time.png`` and ``accuracy_vs_time_with_teachers.png`` (the first seed's curves and Pareto
-front, :mod:`benchmarks.core.plots`), ``<out>/summary.json`` and copies the small record files (never checkpoints) to
-``<out>/runs/``, from which ``--runs <out>/runs`` regenerates the same report. The findings read run names as the
-study YAML writes them: ``<series>-<k>of4`` at k quarters of the baseline's duration (``kd-kl``, ``kd-mse``,
-``pool-random1``, ``baseline``), ``kd-mse-2of4-stop30``, ``kd-mse-2of4-from-<teacher>``, ``matryoshka/g<g>/m<i>``;
-a finding whose runs a study lacks is left out. A study without ``seeds`` is reported as one seed.
+ROOT is the study's runs root (``--study``, default ``benchmarks/studies/fashion_mnist_long.yaml``, names its runs
+and seeds). Writes ``<out>/report.md``, ``<out>/speedup_vs_duration.png`` (accuracy and speedup against the students'
+duration), ``<out>/accuracy_vs_time.png`` and ``accuracy_vs_time_with_teachers.png`` (the first seed's curves and
+Pareto front, :mod:`benchmarks.core.plots`), ``<out>/summary.json`` and copies the small record files (never
+checkpoints) to ``<out>/runs/``, from which ``python -m benchmarks.kd.report <out>/runs --study ... --out <out>``
+regenerates the same report. The findings read run names as the study YAML writes them: ``<series>-<k>of4`` at k
+quarters of the baseline's duration (``kd-kl``, ``kd-mse``, ``pool-random1``, ``baseline``), ``kd-mse-2of4-stop30``,
+``kd-mse-2of4-from-<teacher>``, ``matryoshka/g<g>/m<i>``; a finding whose runs a study lacks is left out. A study
+without ``seeds`` is reported as one seed.
 """
 from __future__ import annotations
 
@@ -25,13 +27,15 @@ from typing import Any, Optional
 from benchmarks.core.intervals import Interval, verdict
 from benchmarks.kd.describe import kd_facts
 from benchmarks.core.plots import _pyplot, plot_accuracy_vs_time
-from benchmarks.core.records import copy_records
+from benchmarks.core.records import copy_records, load_machines, load_runs
 from benchmarks.core.repeats import Repeats, load_repeats, threshold_verdict
-from benchmarks.core.repeats_report import Finding, commands, machines_table, num, pct, rules, run_table, speed_cell
-from benchmarks.core.reporting import LOG_FORMAT
-from benchmarks.study.spec import StudyError, load_study
+from benchmarks.core.repeats_report import Finding, machines_table, num, pct, rules, run_table, speed_cell
+from benchmarks.core.reporting import ReportError, command, header, report_main, write_report
+from benchmarks.study.spec import load_study
 
 log = logging.getLogger('benchmarks.kd.report')
+PROG = 'benchmarks.kd.report'
+STUDY = 'benchmarks/studies/fashion_mnist_long.yaml'  # the default --study: the committed report's
 PLOT = 'speedup_vs_duration.png'
 CURVES, CURVES_TEACHERS = 'accuracy_vs_time.png', 'accuracy_vs_time_with_teachers.png'
 GOAL = 2.0  # the seed's 1.96x (ResNet-50 / ImageNet, 45-epoch student vs the 90-epoch baseline)
@@ -189,13 +193,13 @@ def plot(r: Repeats, path: Path) -> None:
     plt.close(fig)
 
 
-def render(r: Repeats, found: list[Finding], cmd: str, regen: str) -> str:
+def render(r: Repeats, found: list[Finding], regen: str, rerun: str) -> list[str]:
     s = r.study
     target = r.targets()
     base = r.stats(s.baseline)
-    return '\n'.join([
-        f'# Long-regime Iterated Runs study `{s.name}`, {len(r.seeds)} seeds', '',
-        f'Generated with `{cmd}`; regenerate from the committed records with', '', '```', regen, '```', '',
+    return [
+        *header(f'Long-regime Iterated Runs study `{s.name}`, {len(r.seeds)} seeds', regen, rerun,
+                sessions=[m for root in r.roots.values() for m in load_machines(root)]),
         '## The study', '', s.description.strip(), '',
         '## Rules', '',
         *rules(f'**Target** per seed: the final accuracy of that seed\'s baseline `{s.baseline}`; over the seeds '
@@ -204,53 +208,55 @@ def render(r: Repeats, found: list[Finding], cmd: str, regen: str) -> str:
                'clock).'), '',
         '## Findings', '', *[f.markdown() for f in found], '',
         f'![accuracy and speedup vs duration]({PLOT})', '',
-        f'Seed {r.seeds[0]}\'s runs, accuracy against training wall-clock with the Pareto front of final points, without '
-        'and with the teachers\' own training time added:', '',
+        f'Seed {r.seeds[0]}\'s runs, accuracy against training wall-clock with the Pareto front of final points, '
+        'without and with the teachers\' own training time added:', '',
         f'![accuracy vs wall-clock]({CURVES})', f'![accuracy vs wall-clock with teachers]({CURVES_TEACHERS})', '',
         '## Every run (mean [95% CI] over seeds)', '', run_table(r), '',
-        '## Where the runs came from', '', machines_table(r), ''])
+        '## Where the runs came from', '', machines_table(r)]
 
 
-def build(runs: str, study_path: str, out: str) -> dict[str, Any]:
+def make(root: Path, study_path: str, out: Path) -> tuple[list[str], dict[str, Any]]:
+    """The report's lines and numbers from the records under ``root``; writes the plots and ``summary.json`` into
+    ``out`` and copies the records to ``<out>/runs`` (not ``report.md``). Nothing is written if ``root`` holds no
+    run record."""
     study = load_study(study_path)
-    r = load_repeats(study, runs, describe=kd_facts)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not load_runs(root):
+        raise ReportError(f'no run records (config.yaml) under {root}')
+    r = load_repeats(study, str(root), describe=kd_facts)
     found = findings(r)
-    cmd, regen = commands('benchmarks.kd.report', [('--runs', runs), ('--study', study_path), ('--out', out)],
-                          {'--runs': out.rstrip('/') + '/runs'})
-    plot(r, out_dir / PLOT)
+    regen = command(PROG, out / 'runs', out, [('--study', study_path)])
+    rerun = (f'`python -m benchmarks.study {study_path}` then '
+             f'`{command(PROG, study.runs_root, out, [("--study", study_path)])}`')
+    lines = render(r, found, regen, rerun)
+    plot(r, out / PLOT)
     first = r.by_seed[r.seeds[0]]
-    plot_accuracy_vs_time(first, out_dir / CURVES)
-    plot_accuracy_vs_time(first, out_dir / CURVES_TEACHERS, with_teachers=True)
-    (out_dir / 'report.md').write_text(render(r, found, cmd, regen))
-    numbers = {'study': study.name, 'seeds': r.seeds, 'command': cmd,
+    plot_accuracy_vs_time(first, out / CURVES)
+    plot_accuracy_vs_time(first, out / CURVES_TEACHERS, with_teachers=True)
+    numbers = {'study': study.name, 'seeds': r.seeds, 'command': regen,
                'findings': [f.__dict__ for f in found],
                'target': target.__dict__ if (target := r.targets()) else None,
                'runs': {n: st.as_dict() for n in r.names() if (st := r.stats(n)) is not None}}
-    (out_dir / 'summary.json').write_text(json.dumps(numbers, indent=2, default=str) + '\n')
-    if Path(runs).resolve() != (out_dir / 'runs').resolve():
-        log.info('copied %d record files', copy_records(runs, out_dir / 'runs'))
+    (out / 'summary.json').write_text(json.dumps(numbers, indent=2, default=str) + '\n')
+    log.info('copied %d record files', copy_records(root, out / 'runs'))
+    return lines, numbers
+
+
+def build(runs: str, study_path: str, out: str) -> dict[str, Any]:
+    """Write the whole report of the records under ``runs`` into ``out`` (created); its numbers."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines, numbers = make(Path(runs), study_path, out_dir)
+    write_report(out_dir, lines)
     return numbers
 
 
+def options(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--study', default=STUDY, help='the study YAML (its runs, seeds, baseline; default %(default)s)')
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    p = argparse.ArgumentParser(prog='python -m benchmarks.kd.report', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--runs', required=True, help="the study's runs root, or the committed copies <out>/runs")
-    p.add_argument('--study', required=True)
-    p.add_argument('--out', required=True)
-    args = p.parse_args(argv)
-    if not Path(args.runs).is_dir():
-        sys.stderr.write(f'error: --runs: no such folder: {args.runs}\n')
-        return 2
-    try:
-        build(args.runs, args.study, args.out)
-    except StudyError as e:
-        sys.stderr.write(f'error: {e}\n')
-        return 2
-    return 0
+    return report_main(PROG, __doc__, lambda root, out, args: make(root, args.study, out)[0], argv,
+                       "the study's runs root, or the committed copies <out>/runs", options)
 
 
 if __name__ == '__main__':

@@ -3,8 +3,8 @@
     python -m benchmarks.pruning.report runs/pruning-study --out benchmarks/results/pruning_fashion_mnist
 
 Writes ``report.md`` (tables with 95% intervals over seeds, findings with verdicts by those intervals), PNG plots,
-and copies the records under ``<out>/runs`` so that the committed report regenerates from them:
-``python -m benchmarks.pruning.report benchmarks/results/pruning_fashion_mnist/runs --out benchmarks/results/pruning_fashion_mnist``.
+and copies the records under ``<out>/runs`` so that the committed report regenerates from them
+(``python -m benchmarks.pruning.report <out>/runs --out <out>``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from benchmarks.core.intervals import RULE, Interval, mean_interval, verdict
 from benchmarks.core.markdown import frame_table, interval_cell, interval_pivot, table
 from benchmarks.pruning.study import ANALYSIS_FILE
 from benchmarks.core.records import SMALL_FILES, copy_records
-from benchmarks.core.reporting import ReportError, header, report_main
+from benchmarks.core.reporting import ReportError, command, header, report_main
 
+PROG = 'benchmarks.pruning.report'
 METHODS = ('magnitude', 'iterative', 'reinit', 'random')
 NAMES = {'magnitude': 'Magnitude (prune + fine-tune)', 'iterative': 'Iterative magnitude',
          'reinit': 'Re-init (masks kept, from scratch)', 'random': 'Random sparse init (from scratch)'}
@@ -195,15 +196,14 @@ def section(name: str, seeds: list[Analysis], out: Path) -> list[str]:
 
 
 def build(root: Path, out: Path) -> list[str]:
-    """The report of the records under ``root``; copies them under ``<out>/runs``."""
-    copy_records(root, out / 'runs', (*SMALL_FILES, ANALYSIS_FILE))
+    """The report of the records under ``root`` (checked first); copies them under ``<out>/runs``."""
     data = load(root)
     if not data:
-        raise ReportError(f'no {ANALYSIS_FILE} under {root}')
-    lines = header('Pruning is not compression: the CPU-scale study',
-                   f'python -m benchmarks.pruning.report {out}/runs --out {out}',
-                   f'`python -m benchmarks.pruning.study {STUDY}` then '
-                   f'`python -m benchmarks.pruning.report runs/pruning-study --out {out}`', root)
+        raise ReportError(f'no */seed*/{ANALYSIS_FILE} under {root}')
+    copy_records(root, out / 'runs', (*SMALL_FILES, ANALYSIS_FILE))
+    lines = header('Pruning is not compression: the CPU-scale study', command(PROG, out / 'runs', out),
+                   f'`python -m benchmarks.study {STUDY}` then `{command(PROG, "runs/pruning-study", out)}`',
+                   root)
     lines += [f'Intervals and verdicts: {RULE}.', '', READING, '']
     for name, seeds in data.items():
         lines += section(name, seeds, out)
@@ -211,7 +211,7 @@ def build(root: Path, out: Path) -> list[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return report_main('benchmarks.pruning.report', __doc__, build, argv)
+    return report_main(PROG, __doc__, build, argv)
 
 
 if __name__ == '__main__':

@@ -5,8 +5,9 @@ one run per worker at a time, and the next stage starts when the whole stage has
 of the stages before). On its worker a run is a subprocess, from the repository root, of the command that
 ``--print-commands`` prints, with the worker's own Python as the launcher (``--launcher`` replaces it), so Composer
 runs in a process of its own; its output goes to ``<runs_root>/<run>/driver.log``. The semantics are those of
-:func:`benchmarks.study.engine.run_study` (finished runs skipped, a failed run blocks the runs that learn from it, the others
-go on); which worker ran what, and when, is appended to ``<runs_root>/dask_runs.json``.
+:func:`benchmarks.study.engine.run_study` (finished runs skipped, a failed run blocks the runs that learn from it, the
+others go on, the study family's hook describes each finished run, here in this process); which worker ran what, and
+when, is appended to ``<runs_root>/dask_runs.json``.
 """
 
 from __future__ import annotations
@@ -116,11 +117,15 @@ def run_study_dask(study: Study, only: Optional[list[str]], spec: DaskSpec,
                    launcher: Optional[str] = None) -> dict[str, str]:
     """:func:`benchmarks.study.engine.run_study` on a Dask cluster, stage by stage; returns the same status dict."""
     from algorithms.blockwise.cluster import open_client, worker_names
-    from benchmarks.study.engine import pending_runs
+    from benchmarks.study.engine import describe, family_hook, pending_runs
     from benchmarks.study.spec import stages
 
     study = _anchored(study)
     runs, todo, status = pending_runs(study, only)
+    hook = family_hook(study)
+    for r in runs:
+        if r not in todo:
+            describe(study, r, status, hook)
     if todo:
         todo_names = {r.name for r in todo}
         groups = [g for g in ([r for r in s if r.name in todo_names] for s in stages(study, [r.name for r in runs]))
@@ -131,22 +136,26 @@ def run_study_dask(study: Study, only: Optional[list[str]], spec: DaskSpec,
         with open_client(workers=spec.workers, address=spec.address, gpus=spec.gpus, torch_threads=None) as client:
             journal = _Journal(study.runs_root, spec, worker_names(client))
             for k, group in enumerate(groups, 1):
-                _run_stage(client, study, group, f'stage {k}/{len(groups)}', status, journal, prefix, threads)
+                _run_stage(client, study, (runs, group), f'stage {k}/{len(groups)}', status, journal, prefix,
+                           threads, hook)
     counts = {s: sum(v == s for v in status.values()) for s in sorted(set(status.values()))}
     log.info('study %s: %s; records under %s', study.name, counts, study.runs_root)
     return status
 
 
-def _run_stage(client: Any, study: Study, group: list[StudyRun], stage: str, status: dict[str, str],
-               journal: _Journal, launcher: Optional[list[str]], threads: Optional[int]) -> None:
-    """Submit the stage's runs whose teachers finished, wait for all of them, record each as it ends."""
+def _run_stage(client: Any, study: Study, runs_group: tuple[list[StudyRun], list[StudyRun]], stage: str,
+               status: dict[str, str], journal: _Journal, launcher: Optional[list[str]], threads: Optional[int],
+               hook: Any) -> None:
+    """Submit the stage's runs whose teachers finished, wait for all of them, record (and describe) each as it
+    ends."""
     from distributed import as_completed
 
-    from benchmarks.study.engine import command, run_finished
+    from benchmarks.study.engine import command, describe, run_finished, unusable_teachers
 
+    runs, group = runs_group
     futures = {}
     for r in group:
-        bad = [t for t in r.teachers if status.get(t) in ('failed', 'blocked')]
+        bad = unusable_teachers(study, r, runs, status)
         if bad:
             status[r.name] = 'blocked'
             log.error('%s %s: skipped, its teacher(s) %s did not finish', stage, r.name, ', '.join(bad))
@@ -169,6 +178,7 @@ def _run_stage(client: Any, study: Study, group: list[StudyRun], stage: str, sta
             where = f"{out.get('worker')} ({out.get('host')})"
             if ok:
                 log.info('%s %s: trained on %s in %.1f s', stage, r.name, where, out['wall_s'])
+                describe(study, r, status, hook)
             elif out.get('returncode') == 0:
                 log.error('%s %s: failed on %s: it exited 0 but its records do not say finished (is %s shared '
                           'with the workers?)', stage, r.name, where, study.runs_root)

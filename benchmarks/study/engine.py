@@ -1,22 +1,26 @@
-"""Run a study (a set of recipes, teachers before students) or print its commands for GPU nodes.
+"""Run a study (a set of runs of any kind, teachers before students) or print its commands for GPU nodes.
 
     .venv/bin/python -m benchmarks.study benchmarks/studies/fashion_mnist_long.yaml              # run what is missing
     .venv/bin/python -m benchmarks.study benchmarks/studies/fashion_mnist_long.yaml --print-commands  # shell lines
     .venv/bin/python -m benchmarks.study STUDY.yaml --only kd-kl-2ep [--set train_loader.subset=6000] [--runs-root DIR]
     .venv/bin/python -m benchmarks.study STUDY.yaml --dask local:4   # or gpus:8, or tcp://HOST:8786 (a Dask cluster)
 
-Every run writes into ``<runs_root>/<run>/`` (``run_dir`` and ``save_folder`` overridden; students' teachers point
-at the study's own teacher checkpoints). A study with ``seeds: [0, 1, 2]`` runs every run once per seed, interleaved
-(seed 0 of every run, then seed 1, ...), under ``<runs_root>/seed<s>/<run>/`` (``Study.replicas``). A run whose ``summary.json`` says ``finished`` is skipped, and every run is
-started with ``autoresume=true``, so an interrupted study is resumed by running the same command again. ``--only``
-runs the named runs plus the unfinished runs they learn from. A run that fails is logged, the runs that need it are
-skipped, the others go on; the exit status is then 1. Before training, the machine is appended to
-``<runs_root>/machine.json`` so that the report can say where the runs came from.
+A run is one command of its kind (:mod:`benchmarks.study.kinds`: ``train``, ``matryoshka``, ``prune_pipeline``,
+``blockwise``, ``glue``) and writes into its folder (``<runs_root>/<run>/`` by default; students' teachers point at
+the study's own checkpoints). A study with ``seeds: [0, 1, 2]`` runs every run once per seed, interleaved (seed 0 of
+every run, then seed 1, ...; phase by phase if runs have a ``phase``), under ``<runs_root>/seed<s>/<run>/``
+(``Study.replicas``). Every run of every seed is checked first (its YAML resolved with the overrides its command
+gets), so a bad entry is one ``error:`` line and exit status 2 before anything trains. A finished run is skipped (as
+its kind tells), and a run resumes where it stopped, so an interrupted study is resumed by running the same command
+again. ``--only`` runs the named runs plus the unfinished runs they learn from. A run that fails is logged, the runs
+that need it are skipped, the others go on; the exit status is then 1. Before training, the machine is appended to
+``<runs_root>/machine.json`` so that the report can say where the runs came from. A study with a ``family`` calls
+its ``benchmarks.<family>.describe.describe(study, run)`` on every finished run (its own measurements, written once).
 
-``--print-commands`` prints one ``composer recipes/train.py -f ... key=value ...`` line per run (Matryoshka entries:
-``composer recipes/matryoshka.py -f ...``), grouped in stages: a stage needs the checkpoints of the stages before it,
-and the runs within a stage are independent, so each can go to its own node (``--launcher 'composer -n 8'``).
-Finished runs are printed commented out.
+``--print-commands`` prints one ``composer recipes/train.py -f ... key=value ...`` line per run (other kinds: their
+command), grouped in stages: a stage needs the checkpoints of the stages before it, and the runs within a stage are
+independent, so each can go to its own node (``--launcher 'composer -n 8'``). Finished runs are printed commented
+out. Run the same study without ``--print-commands`` afterwards for the family's measurements.
 
 ``--dask SPEC`` runs the study in parallel on a Dask cluster (``benchmarks/study/dask_cluster.py``): ``local:N`` worker
 processes on this machine, ``gpus:N`` (one worker per GPU) or an existing scheduler ``tcp://HOST:PORT`` whose workers
@@ -29,130 +33,113 @@ the next stage starts when the whole stage has ended. Same skipping and failure 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import logging
 import shlex
 import sys
 from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from omegaconf import OmegaConf
+from benchmarks.study.kinds import KINDS, is_finished, resolve_yaml, run_in_process
+from benchmarks.study.kinds import run_overrides as _kind_overrides
+from benchmarks.study.spec import Study, StudyError, StudyRun, load_study, stages, with_dependencies
+from recipes.core.cli import LOG_FORMAT
+from recipes.core.errors import ConfigError
 
-from benchmarks.core.records import MACHINE_FILE, MANIFEST_FILE, is_finished
-from recipes.core.cli import LOG_FORMAT, dotlist, format_value
-from benchmarks.study.spec import REPO, Study, StudyError, StudyRun, load_study, stages, with_dependencies
+__all__ = ['run_study', 'print_commands', 'check_runs', 'run_overrides', 'run_finished', 'command', 'main',
+           'resolve_yaml', 'run_in_process']
 
 log = logging.getLogger('benchmarks.study.engine')
-KD_TEACHERS = 'algorithms.knowledge_distillation.teachers'
-ENTRY_POINTS = {'train': 'recipes/train.py', 'matryoshka': 'recipes/matryoshka.py'}
+ENTRY_POINTS = {name: kind.entry_point for name, kind in KINDS.items()}
+FAILED = ('failed', 'blocked', 'describe failed')
 Runner = Callable[[StudyRun, list[str]], None]
-"""Trains one study run, given the ``key=value`` overrides its command line would carry."""
-
-
-def resolve_yaml(path: str) -> Path:
-    """A recipe or spec path as written in a study: relative to the current folder, else to the repository root."""
-    p = Path(path)
-    return p if p.is_file() or p.is_absolute() else REPO / p
-
-
-def _spec(run: StudyRun) -> dict[str, Any]:
-    """A Matryoshka entry's spec, read as the driver reads it (``base:`` followed); unresolvable -> StudyError."""
-    from recipes.core.config import merge_yaml
-    from recipes.core.errors import ConfigError
-    try:
-        _, cfg = merge_yaml(resolve_yaml(run.recipe), None, key=f'runs ({run.name}).spec')
-    except ConfigError as e:
-        raise StudyError(str(e)) from None
-    return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
-
-
-def _spec_pool(run: StudyRun) -> list[dict[str, Any]]:
-    spec = _spec(run)
-    pool = spec.get('pool') if isinstance(spec, dict) else None
-    if not isinstance(pool, list):
-        raise StudyError(f'runs ({run.name}).spec: {run.recipe} has no pool list')
-    return pool
+"""Runs one study run, given the ``key=value`` overrides its command line would carry."""
+Hook = Callable[[Study, StudyRun], None]
 
 
 def run_overrides(study: Study, run: StudyRun) -> list[str]:
-    """The ``key=value`` overrides that make ``run`` a member of ``study``: the study's common overrides, the run's,
-    then its teachers and its folders (these last ones always win)."""
-    if run.kind == 'train':
-        args = dotlist({**study.overrides, **run.overrides})
-        if run.teachers:
-            args.append(f'{KD_TEACHERS}={format_value([study.checkpoint(t) for t in run.teachers])}')
-        run_dir = study.run_dir(run.name)
-        return [*args, f'run_name={study.run_name(run.name)}', f'run_dir={run_dir}',
-                f'save_folder={run_dir}/checkpoints', 'autoresume=true']
-    args = [f'name={study.run_name(run.name)}', f'out_dir={study.run_dir(run.name)}']
-    if run.generations is not None:
-        args.append(f'generations={run.generations}')
-    if run.teachers:
-        pool = _spec_pool(run)
-        if len(pool) != len(run.teachers):
-            raise StudyError(f'runs ({run.name}).teachers: {len(run.teachers)} teachers for a pool of {len(pool)}')
-        members = [{'checkpoint': study.checkpoint(t), 'overrides': dict(m.get('overrides') or {})}
-                   for t, m in zip(run.teachers, pool)]
-        args.append(f'pool={json.dumps(members)}')
-    students = {**study.overrides, **run.overrides}
-    if students:
-        args.append(f'overrides={json.dumps(students)}')
-    return args
+    """The ``key=value`` overrides that make ``run`` a member of ``study`` (its kind's, :mod:`~.kinds`)."""
+    try:
+        return _kind_overrides(study, run)
+    except ConfigError as e:
+        raise StudyError(f'runs ({run.name}): {e}') from None
+
+
+def run_finished(study: Study, run: StudyRun) -> bool:
+    """Whether ``run`` is finished, as its kind tells (:func:`benchmarks.study.kinds.is_finished`)."""
+    try:
+        return is_finished(study, run)
+    except ConfigError as e:
+        raise StudyError(f'runs ({run.name}): {e}') from None
 
 
 def command(study: Study, run: StudyRun, launcher: str = 'composer') -> str:
-    """The shell command that trains ``run`` (from the repository root)."""
+    """The shell command that runs ``run`` (from the repository root)."""
     words = [*shlex.split(launcher), ENTRY_POINTS[run.kind], '-f', run.recipe, *run_overrides(study, run)]
     return ' '.join(shlex.quote(w) for w in words)
 
 
-def run_finished(study: Study, run: StudyRun) -> bool:
-    """A trained run: its ``summary.json`` says finished. A Matryoshka entry: its manifest exists and every student
-    of every generation finished."""
-    folder = Path(study.run_dir(run.name))
-    if run.kind == 'train':
-        return is_finished(folder)
-    if not (folder / MANIFEST_FILE).is_file():
-        return False
-    spec = _spec(run)
-    generations = run.generations or int(spec.get('generations', 1))
-    members = len(run.teachers) or len(_spec_pool(run))
-    return all(is_finished(folder / f'g{g}' / f'm{i}') for g in range(1, generations + 1) for i in range(members))
+def check_runs(studies: Iterable[Study], only: Optional[list[str]] = None) -> None:
+    """Every selected run of every pass resolved as its command will resolve it (its YAML, the overrides, the files
+    they name), and the family's ``check(study)`` if it has one, before the first one trains: the first problem is a
+    :class:`StudyError`. A driver that checks its teacher's files (blockwise, GLUE: its checkpoint, task times) may not
+    find them yet: an error naming a file in the folder of an unfinished run it needs is left to the driver, which
+    checks again when it starts."""
+    for study in studies:
+        check = getattr(importlib.import_module(f'benchmarks.{study.family}.describe'), 'check', None) \
+            if study.family else None
+        if check is not None:  # the family's own options (e.g. the layers to compare of every run)
+            check(study)
+        for r in selected_runs(study, only):
+            key = 'recipe' if r.kind == 'train' else 'spec'
+            path = resolve_yaml(r.recipe)
+            if not path.is_file():
+                raise StudyError(f'runs ({r.name}).{key}: YAML file not found: {r.recipe}')
+            overrides = run_overrides(study, r)
+            try:
+                KINDS[r.kind].load(path, overrides)
+            except ConfigError as e:
+                pending = [study.run_dir(t) + '/' for t in r.needs if not run_finished(study, study.run(t))]
+                if not any(d in str(e) for d in pending):  # not: a file that a run of an earlier stage will write
+                    raise StudyError(f'runs ({r.name}): {e}') from None
 
 
-def run_in_process(run: StudyRun, overrides: list[str]) -> None:
-    """The default :data:`Runner`: trains in this process, through the same code as the printed command."""
-    if run.kind == 'train':
-        from recipes.core.builders import launch, prepare
-        from recipes.core.config import load_config
-        trainer = launch(prepare(load_config(resolve_yaml(run.recipe), overrides)))
-        try:
-            trainer.fit()
-        finally:
-            trainer.close()
-    else:
-        from recipes.matryoshka import load_spec
-        from recipes.matryoshka import run as run_matryoshka
-        run_matryoshka(load_spec(resolve_yaml(run.recipe), overrides))
-
-
-def record_machine(runs_root: str | Path, names: Iterable[str]) -> None:
+def record_machine(study: Study, names: Iterable[str]) -> None:
     """Append this machine (and the runs about to start) to ``<runs_root>/machine.json``."""
-    from benchmarks.core.machine import machine_info
-    path = Path(runs_root) / MACHINE_FILE
-    data = json.loads(path.read_text()) if path.is_file() else {'sessions': []}
-    data['sessions'].append({**machine_info(), 'runs': list(names)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + '\n')
+    from algorithms.callbacks.machine import machine_info
+    from algorithms.callbacks.machine import record_machine as append
+
+    append(study.runs_root, {**machine_info(), 'runs': list(names)}, study=study.base)
+
+
+def family_hook(study: Study) -> Optional[Hook]:
+    """The study family's ``describe(study, run)`` (``benchmarks.<family>.describe``), or None."""
+    if not study.family:
+        return None
+    return importlib.import_module(f'benchmarks.{study.family}.describe').describe
+
+
+def describe(study: Study, run: StudyRun, status: dict[str, str], hook: Optional[Hook]) -> None:
+    """Call the family's hook on a finished run; a failure is logged and marks the run ``describe failed``."""
+    if hook is None:
+        return
+    try:
+        hook(study, run)
+    except KeyboardInterrupt:
+        raise
+    except Exception:  # the run itself finished: its students go on, the study's exit status says 1
+        status[run.name] = 'describe failed'
+        log.exception('%s: describing it (benchmarks.%s.describe) failed', run.name, study.family)
 
 
 def selected_runs(study: Study, only: Optional[list[str]] = None) -> list[StudyRun]:
-    """The runs to consider, in stage order: all, or ``only`` plus the unfinished runs they learn from."""
-    names = None
+    """The runs of this pass (its seed's, its phase's) to consider, in stage order: all, or ``only`` plus the
+    unfinished runs they learn from."""
+    names = [r.name for r in study.runs if study.phase is None or r.phase == study.phase]
     if only:
-        names = [n for n in with_dependencies(study, only)
-                 if n in only or not run_finished(study, study.run(n))]
+        here = set(names)
+        wanted = with_dependencies(study, [n for n in only if n in here])
+        names = [n for n in wanted if n in here and (n in only or not run_finished(study, study.run(n)))]
     return [r for stage in stages(study, names) for r in stage]
 
 
@@ -168,16 +155,29 @@ def pending_runs(study: Study, only: Optional[list[str]] = None
             status[r.name] = 'finished earlier'
             log.info('%s: finished earlier, skipped', r.name)
     if todo:
-        record_machine(study.runs_root, [r.name for r in todo])
+        record_machine(study, [r.name for r in todo])
     return runs, todo, status
 
 
+def unusable_teachers(study: Study, run: StudyRun, runs: list[StudyRun], status: dict[str, str]) -> list[str]:
+    """The runs ``run`` needs that failed here, or that are not of this pass and not finished."""
+    names = {r.name for r in runs}
+    return [t for t in run.needs if status.get(t) in ('failed', 'blocked')
+            or (t not in names and not run_finished(study, study.run(t)))]
+
+
 def run_study(study: Study, only: Optional[list[str]] = None, runner: Runner = run_in_process) -> dict[str, str]:
-    """Train the study's unfinished runs, teachers first; returns ``{name: 'finished earlier' | 'trained' |
-    'failed' | 'blocked'}`` (blocked: a teacher failed)."""
-    _, todo, status = pending_runs(study, only)
-    for i, r in enumerate(todo, 1):
-        bad = [t for t in r.teachers if status.get(t) in ('failed', 'blocked')]
+    """Run the unfinished runs of this pass, teachers first (the family's hook after each finished one); returns
+    ``{name: 'finished earlier' | 'trained' | 'failed' | 'blocked' | 'describe failed'}`` (blocked: a run it needs
+    failed)."""
+    runs, todo, status = pending_runs(study, only)
+    hook = family_hook(study)
+    for r in runs:
+        if r not in todo:
+            describe(study, r, status, hook)
+            continue
+        i = todo.index(r) + 1
+        bad = unusable_teachers(study, r, runs, status)
         if bad:
             status[r.name] = 'blocked'
             log.error('[%d/%d] %s: skipped, its teacher(s) %s did not finish', i, len(todo), r.name, ', '.join(bad))
@@ -192,17 +192,21 @@ def run_study(study: Study, only: Optional[list[str]] = None, runner: Runner = r
             log.exception('%s: failed', r.name)
             continue
         status[r.name] = 'trained'
+        describe(study, r, status, hook)
     counts = {s: sum(v == s for v in status.values()) for s in sorted(set(status.values()))}
     log.info('study %s: %s; records under %s', study.name, counts, study.runs_root)
     return status
 
 
 def print_commands(study: Study, only: Optional[list[str]] = None, launcher: str = 'composer') -> str:
-    """The study as shell lines, stage by stage; finished runs commented out."""
-    names = with_dependencies(study, only) if only else None
+    """The pass as shell lines, stage by stage; finished runs commented out."""
+    names = [r.name for r in study.runs if study.phase is None or r.phase == study.phase]
+    if only:
+        names = [n for n in with_dependencies(study, [n for n in only if n in names]) if n in names]
     groups = stages(study, names)
     total = sum(len(g) for g in groups)
-    lines = [f'# study {study.name}: {total} runs in {len(groups)} stages, from the repository root. '
+    phase = '' if study.phase is None else f' (phase {study.phase})'
+    lines = [f'# study {study.name}{phase}: {total} runs in {len(groups)} stages, from the repository root. '
              'A stage needs the checkpoints of the stages before it; the runs within a stage are independent.']
     for i, group in enumerate(groups, 1):
         lines.append(f'# stage {i} of {len(groups)}: {len(group)} runs')
@@ -240,21 +244,25 @@ def main(argv: Optional[list[str]] = None, runner: Runner = run_in_process) -> i
             from benchmarks.study import dask_cluster as study_dask
             dask = study_dask.parse_dask_spec(args.dask)
         study = load_study(args.study, runs_root=args.runs_root, overrides=parse_set(args.set))
+        if args.only:
+            with_dependencies(study, args.only)  # unknown names: one error line
+        passes = study.passes()  # seed 0 of every run, then seed 1, ... (phase by phase)
+        check_runs(passes, args.only)
         if args.print_commands:
-            sys.stdout.write(''.join(print_commands(r, args.only, args.launcher) for r in study.replicas()))
+            sys.stdout.write(''.join(print_commands(s, args.only, args.launcher) for s in passes))
             return 0
         status = {}
-        for replica in study.replicas():  # seed 0 of every run, then seed 1, ...
+        for one in passes:
             if args.dask:
                 launcher = None if args.launcher == 'composer' else args.launcher
-                done = study_dask.run_study_dask(replica, args.only, dask, launcher)
+                done = study_dask.run_study_dask(one, args.only, dask, launcher)
             else:
-                done = run_study(replica, args.only, runner)
-            status.update({f'{replica.runs_root}/{name}': v for name, v in done.items()})
-    except StudyError as e:
+                done = run_study(one, args.only, runner)
+            status.update({one.run_dir(name): v for name, v in done.items()})
+    except (StudyError, ConfigError) as e:
         sys.stderr.write(f'error: {e}\n')
         return 2
-    return 1 if any(s in ('failed', 'blocked') for s in status.values()) else 0
+    return 1 if any(s in FAILED for s in status.values()) else 0
 
 
 if __name__ == '__main__':

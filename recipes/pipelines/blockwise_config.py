@@ -1,5 +1,5 @@
 """The blockwise trainer's YAML: its schema, defaults and one-line errors (see ``recipes/blockwise.py`` for the
-stages and ``yamls/*/blockwise_*.yaml`` for examples).
+stages and ``yamls/pipelines/*/blockwise_*.yaml`` for examples); one dataclass per section (:mod:`recipes.core.schema`).
 
     run_name: fmnist-blockwise-resnet8
     teacher:
@@ -17,51 +17,79 @@ unknown block, mode or policy, a missing file is one ``ConfigError`` line naming
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from recipes.core.config import REQUIRED, check_keys, check_time, check_type, load_config, load_mapping
+from omegaconf import MISSING
+
+from recipes.core.config import load_config
 from recipes.core.errors import ConfigError
+from recipes.core.schema import check_time, load_spec
 
-__all__ = ['SCHEMA', 'load_blockwise', 'recipe_config']
+__all__ = ['BlockwiseSpec', 'load_blockwise', 'recipe_config']
 
-NoneType = type(None)
 MODES = ('parallel', 'top_down', 'bottom_up')
 
-#: section -> key -> (types, default); ``None`` as a section schema means a free-form mapping.
-SCHEMA: dict[str, Any] = {
-    '': {'run_name': ((str,), REQUIRED), 'run_dir': ((str,), 'runs/${run_name}'), 'seed': ((int,), 17),
-         'teacher': ((dict,), REQUIRED), 'blockwise': ((dict,), {}), 'schedule': ((dict,), {}),
-         'fine_tune': ((dict, NoneType), {}), 'energy': ((bool,), True)},
-    'teacher': {'recipe': ((str,), REQUIRED), 'overrides': ((dict,), {}), 'checkpoint': ((str, NoneType), None)},
-    'blockwise': {'mode': ((str,), 'parallel'), 'block': ((str,), 'ds2'), 'layers': ((list, NoneType), None),
-                  'skip_costlier': ((bool,), True), 'epochs': ((int,), 30), 'check_every': ((int,), 2),
-                  'lr': ((float,), 2e-3), 'lr_decay': ((float,), 0.96), 'decay_steps': ((int,), 3000),
-                  'alpha': ((float,), 0.9), 'max_drop': ((float,), 1.0), 'batch_size': ((int,), 128),
-                  'eval_batch_size': ((int,), 1000), 'val_size': ((int,), 5000),
-                  'train_subset': ((int, NoneType), None), 'device': ((str, NoneType), None),
-                  'cache': ((bool,), True), 'crop_padding': ((int,), 0), 'flip': ((bool,), False)},
-    'schedule': {'policy': ((str,), 'work_stealing'), 'workers': ((int,), 1), 'address': ((str, NoneType), None),
-                 'gpus': ((bool,), False), 'times': ((str, NoneType), None), 'torch_threads': ((int, NoneType), 1)},
-    'fine_tune': {'overrides': ((dict,), {}), 'freeze': ((list,), [])},
-}
+
+@dataclass
+class TeacherSection:
+    recipe: str = MISSING  # the teacher's training recipe: model, data, fine-tuning optimizer
+    overrides: dict[str, Any] = field(default_factory=dict)  # applied to the recipe (dotted keys)
+    checkpoint: Optional[str] = None  # a trained teacher; None: train the recipe first
 
 
-def _section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    """``cfg`` checked against ``SCHEMA[name]`` (unknown keys, types, required keys) and completed with defaults."""
-    spec = SCHEMA[name]
-    check_keys(name, cfg, spec)
-    out = {}
-    for key, (types, default) in spec.items():
-        where = f'{name}.{key}' if name else key
-        if key not in cfg:
-            if default is REQUIRED:
-                raise ConfigError(f"missing required key '{where}'")
-            out[key] = default
-            continue
-        check_type(where, cfg[key], types)
-        out[key] = cfg[key]
-    return out
+@dataclass
+class BlockwiseSection:
+    mode: str = 'parallel'
+    block: str = 'ds2'
+    layers: Optional[list[Any]] = None
+    skip_costlier: bool = True
+    epochs: int = 30
+    check_every: int = 2
+    lr: float = 2e-3
+    lr_decay: float = 0.96
+    decay_steps: int = 3000
+    alpha: float = 0.9
+    max_drop: float = 1.0
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    val_size: int = 5000
+    train_subset: Optional[int] = None
+    device: Optional[str] = None
+    cache: bool = True
+    crop_padding: int = 0
+    flip: bool = False
+
+
+@dataclass
+class ScheduleSection:
+    policy: str = 'work_stealing'
+    workers: int = 1
+    address: Optional[str] = None
+    gpus: bool = False
+    times: Optional[str] = None
+    torch_threads: Optional[int] = 1
+
+
+@dataclass
+class FineTuneSection:
+    overrides: dict[str, Any] = field(default_factory=dict)
+    freeze: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class BlockwiseSpec:
+    """A blockwise trainer's YAML (``fine_tune: null`` skips fine-tuning)."""
+
+    run_name: str = MISSING
+    run_dir: str = 'runs/${run_name}'
+    seed: int = 17
+    teacher: TeacherSection = MISSING
+    blockwise: BlockwiseSection = field(default_factory=BlockwiseSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    fine_tune: Optional[FineTuneSection] = field(default_factory=FineTuneSection)
+    energy: bool = True
 
 
 def _positive(section: str, cfg: dict[str, Any], keys: tuple[str, ...], least: float = 1) -> None:
@@ -84,12 +112,7 @@ def load_blockwise(path: str | os.PathLike, overrides: Optional[list[str]] = Non
     from algorithms.blockwise import BLOCKS, POLICIES
     from recipes.core.builders import prepare
 
-    raw = load_mapping(path, overrides)
-    cfg = _section(raw, '')
-    for name in ('teacher', 'blockwise', 'schedule'):
-        cfg[name] = _section(cfg[name], name)
-    if cfg['fine_tune'] is not None:
-        cfg['fine_tune'] = _section(cfg['fine_tune'], 'fine_tune')
+    cfg = load_spec(path, overrides, BlockwiseSpec)
     bw, sched = cfg['blockwise'], cfg['schedule']
     if bw['mode'] not in MODES:
         raise ConfigError(f"blockwise.mode: expected one of {', '.join(MODES)}, got {bw['mode']!r}")

@@ -7,14 +7,13 @@ Writes ``<run_dir>/blockwise.json`` (everything, for studies) and ``<run_dir>/bl
 from __future__ import annotations
 
 import json
-import os
-import platform
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from algorithms.blockwise import accuracy, block_path, load_block, module_macs
+from algorithms.callbacks.machine import machine_info
 from recipes.data.registry import build_dataset, resolve_options
 
 __all__ = ['write_report', 'layer_rows', 'markdown']
@@ -77,9 +76,7 @@ def write_report(bw: Any) -> dict[str, Any]:
         'schedule': {k: tasks[k] for k in ('mode', 'policy', 'workers', 'makespan_s', 'startup_s', 'resumed',
                                            'assignment')},
         'energy': tasks.get('energy'),
-        'machine': {'platform': platform.platform(), 'processor': platform.processor(), 'cpus': os.cpu_count(),
-                    'torch': torch.__version__, 'device': str(bw.device),
-                    'gpu': torch.cuda.get_device_name() if bw.device.type == 'cuda' else None},
+        'machine': {**machine_info(), 'run_device': str(bw.device)},  # a machine.json session, and the run's device
     }
     (bw.run_dir / 'blockwise.json').write_text(json.dumps(report, indent=1) + '\n')
     (bw.run_dir / 'blockwise.md').write_text(markdown(report))
@@ -101,12 +98,17 @@ def models_table(models: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    """``Machine: <CPU>, <n> CPUs, torch <version>, device <run device> (<GPU>).`` from the report's machine session."""
+    device = machine['run_device']
+    gpu = f" ({machine['device']})" if device.startswith('cuda') else ''
+    return f"Machine: {machine['cpu']}, {machine['cores']} CPUs, torch {machine['torch']}, device {device}{gpu}."
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report's tables as markdown."""
     lines = [f"# Blockwise distillation: {report['run_name']}", '',
-             f"Machine: {report['machine']['processor'] or report['machine']['platform']}, "
-             f"{report['machine']['cpus']} CPUs, torch {report['machine']['torch']}, device {report['machine']['device']}"
-             + (f" ({report['machine']['gpu']})" if report['machine']['gpu'] else '') + '.', '',
+             machine_line(report['machine']), '',
              '| layer | in -> out | kept | params before | params after | MACs before | MACs after | why |',
              '|---|---|---|---:|---:|---:|---:|---|']
     for r in report['layers']:

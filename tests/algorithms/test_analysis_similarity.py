@@ -294,7 +294,7 @@ def test_compare_models_bad_input_exits_2(checkpoints, capsys):
     root, data, (a, b) = checkpoints
     assert run_command(root, data, a, root / 'missing.pt', '--layers', 'fc') == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith('error: --b: checkpoint not found') and '\n' not in err
+    assert err.startswith('error: --b: checkpoint file not found') and '\n' not in err
     assert run_command(root, data, a, b, '--layers', 'layer1', 'layer9') == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith('error: no module named') and 'layer9' in err and '\n' not in err
@@ -308,3 +308,19 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, str(readme), 'exec'), {'__name__': 'readme'})
     assert (tmp_path / 'similarity.png').is_file()
+
+
+def test_compare_models_refuses_bad_checkpoint_files_in_one_line(checkpoints, capsys, tmp_path):
+    """A crafted, random, empty or truncated --a/--b is one error line and exit 2 (it was a torch traceback), told
+    apart as 'unsafe' or 'not a checkpoint' by the check train.py uses; no output is written."""
+    import shutil
+
+    from tests.helpers.bad_checkpoints import EXPECTED, write_bad_checkpoints
+
+    root, data, (a, _) = checkpoints
+    shutil.rmtree(root / 'out', ignore_errors=True)  # the end-to-end test's output
+    for kind, path in write_bad_checkpoints(tmp_path / 'bad').items():
+        assert run_command(root, data, a, path, '--layers', 'fc') == 2, kind
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f'error: --b: {path} ') and EXPECTED[kind] in err and '\n' not in err, err
+        assert not (root / 'out').exists()

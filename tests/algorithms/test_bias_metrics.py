@@ -3,6 +3,7 @@ the zero rules, both PIE definitions, the confidence ellipse and the scatter (fa
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -209,6 +210,31 @@ def test_pie_disagreement_rules():
         pie_disagreement(COMPRESSED, ORIGINALS)
     with pytest.raises(ValueError, match='rule'):
         pie_disagreement(COMPRESSED, TEACHER, rule='most')
+
+
+def seed_analytics_pies(preds_students: np.ndarray, preds_teacher: np.ndarray) -> np.ndarray:
+    """The seed's ``analytics.py`` count, rewritten: per seed the indices where the student disagrees with the
+    teacher, intersected over seeds with ``reduce(np.intersect1d, ...)``."""
+    return functools.reduce(np.intersect1d, [np.flatnonzero(s != preds_teacher) for s in preds_students])
+
+
+def test_pie_rule_all_is_what_the_seeds_code_counted_and_the_docs_say_so():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        teacher = rng.integers(0, 4, 300)
+        students = np.where(rng.random((5, 300)) < 0.4, rng.integers(0, 4, (5, 300)), teacher)
+        all_mask = pie_disagreement(students, teacher, rule='all')
+        np.testing.assert_array_equal(np.flatnonzero(all_mask), seed_analytics_pies(students, teacher))
+        modal, any_ = (count_pies(pie_disagreement(students, teacher, rule=r)) for r in ('modal', 'any'))
+        assert count_pies(all_mask) <= modal <= any_
+    # The docs name 'all' as the seed's code's rule and 'modal' as Hooker et al.'s, never the other way round.
+    readme = (Path(__file__).resolve().parents[2] / 'algorithms' / 'analysis' / 'README.md').read_text()
+    for text in (pie_disagreement.__doc__, readme):
+        flat = ' '.join(text.split())
+        assert re.search(r"'all'`?`?: every (student )?seed disagrees[^.]*\. (\*\*)?This is what the seed's code "
+                         r"counted", flat), flat
+        assert re.search(r"'modal'`?`? \(default\)[^.]*\.[^.]*Hooker et al\.'s definition", flat), flat
+        assert not re.search(r"'modal'[^.]*what the seed's (author's )?code counted", flat)
 
 
 # ---- the ellipse and the scatter ----

@@ -16,6 +16,7 @@ from algorithms.distillation import KnowledgeDistillation, TeacherPool
 from algorithms.feature_distillation import (CRD, FSP, ContrastMemory, Embed, contrast_loss, fsp_loss, fsp_matrices,
                                              split_index)
 from tests.helpers.algorithm_settings import tiny_net
+from tests.helpers.teacher_registry import resnet_registry
 
 
 # --- FSP ------------------------------------------------------------------------------------------------------------
@@ -268,20 +269,6 @@ def test_crd_with_kd_in_one_trainer(crd_first):
 
 
 # --- the YAML factories ---------------------------------------------------------------------------------------------
-def resnet_registry(tmp_path, student: str = 'cifar_resnet8'):
-    from recipes.models import registry as models
-    from recipes.core.teachers import TeacherRegistry
-
-    torch.manual_seed(0)
-    teacher = models.build_model('cifar_resnet8', num_classes=10, in_channels=1)
-    path = tmp_path / 'teacher.pt'
-    torch.save({'state': {'model': teacher.state_dict()}}, path)
-    cfg = {'name': student, 'num_classes': 10, 'in_channels': 1}
-    registry = TeacherRegistry(default_model=cfg, student=models.build_model(**cfg), input_shape=(1, 16, 16))
-    return registry, [{'checkpoint': str(path), 'model': {'name': 'cifar_resnet8', 'num_classes': 10,
-                                                           'in_channels': 1}}]
-
-
 def test_yaml_factories_read_the_feature_shapes(tmp_path):
     from recipes.core.algorithm_factories import TEACHER_FACTORIES
     from recipes.core.errors import ConfigError

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
 
 import pytest
-import yaml
 
 from benchmarks.core.analysis import analyse
 from benchmarks.kd.describe import kd_facts, teacher_forwards
@@ -17,9 +15,7 @@ from benchmarks.kd.report import build, main
 from benchmarks.core.speedup import best_within, crossing_time, pareto_front, speedup
 from benchmarks.study.spec import load_study
 from benchmarks.core.teacher_cost import TeacherIndex
-
-ACC = 'eval/MulticlassAccuracy'
-ORIGINAL_ROOT = 'runs/study-syn'  # what the configs say: the records are read from elsewhere (tmp_path)
+from tests.helpers.run_records import ORIGINAL_ROOT, ckpt, write_run
 
 
 # --- the pure rules -------------------------------------------------------------------------------------------
@@ -57,31 +53,6 @@ def test_pareto_front_of_known_points():
 
 
 # --- synthetic records ----------------------------------------------------------------------------------------
-def ckpt(name: str) -> str:
-    return f'{ORIGINAL_ROOT}/{name}/checkpoints/latest-rank0.pt'
-
-
-def write_run(root: Path, key: str, curve: list[tuple[float, float]], *, duration: str = '2ep', lr: float = 0.1,
-              teachers: Optional[list[Any]] = None, kd: Optional[dict[str, Any]] = None,
-              train_s: Optional[float] = None, finished: bool = True) -> None:
-    """A run folder as recipes/train.py leaves it (config.yaml, record.jsonl, summary.json)."""
-    folder = root / key
-    folder.mkdir(parents=True)
-    config: dict[str, Any] = {'run_name': key, 'run_dir': f'{ORIGINAL_ROOT}/{key}', 'max_duration': duration,
-                              'optimizer': {'name': 'decoupled_sgdw', 'lr': lr}, 'algorithms': {}}
-    if teachers is not None:
-        config['algorithms']['knowledge_distillation'] = {'teachers': teachers, 'kd_loss': 'kl', **(kd or {})}
-    (folder / 'config.yaml').write_text(yaml.safe_dump(config))
-    lines = [{'step': i + 1, 'epoch': i + 1, 'samples': 0, 'tokens': 0, 'train_wct_s': t, 'total_wct_s': t + 1,
-              'eval_wct_s': 1.0, 'cpu_s': 2 * t, 'metrics': {ACC: acc, 'eval/CrossEntropy': 1 - acc}}
-             for i, (t, acc) in enumerate(curve)]
-    (folder / 'record.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
-    if finished:
-        summary = {**lines[-1], 'train_wct_s': train_s if train_s is not None else curve[-1][0], 'finished': True,
-                   'final_metrics': lines[-1]['metrics'], 'n_evals': len(lines)}
-        (folder / 'summary.json').write_text(json.dumps(summary))
-
-
 STUDY = f"""
 name: syn
 runs_root: {ORIGINAL_ROOT}
@@ -220,9 +191,9 @@ def test_report_of_a_study_without_seeds_writes_plots_numbers_and_copies_records
     (root / 'teacher-a' / 'checkpoints').mkdir()
     (root / 'teacher-a' / 'checkpoints' / 'latest-rank0.pt').write_bytes(b'not copied')
     out = tmp_path / 'out'
-    assert main(['--runs', str(root), '--study', str(study), '--out', str(out)]) == 0
+    assert main([str(root), '--study', str(study), '--out', str(out)]) == 0
     md = (out / 'report.md').read_text()
-    assert f'--runs {out}/runs --study {study} --out {out}' in md  # the regeneration command
+    assert f'benchmarks.kd.report {out}/runs --study {study} --out {out}' in md  # the regeneration command
     assert 'interpolated linearly' in md and '## Findings' in md and '1 seeds' in md
     assert 'TestCPU' in md  # the machine the study driver recorded
     assert '(1 run)' in md  # one seed: no interval

@@ -257,3 +257,146 @@ runs:
     assert manifest['generations'][1][0]['checkpoint'] == f"{tmp_path / 'runs'}/mat/g1/m0/checkpoints/latest-rank0.pt"
     assert (tmp_path / 'out' / 'report.md').is_file()
     assert set(driver.run_study(load_study(path)).values()) == {'finished earlier'}
+
+
+# --- the driver kinds: prune_pipeline, blockwise, glue -----------------------------------------------------------
+BLOCKWISE = 'yamls/pipelines/fashion_mnist/blockwise_resnet8.yaml'
+PRUNING = 'yamls/pipelines/fashion_mnist/pruning_convnet.yaml'
+
+
+def kinds_study(tmp_path: Path, extra: str = '') -> Path:
+    """A pipeline, a blockwise reference and a bin-packing run that reuses it, a BERT pre-training and its GLUE."""
+    path = tmp_path / 'kinds.yaml'
+    path.write_text(f"""
+name: kinds
+runs_root: {tmp_path / 'R'}
+run_name: '{{run}}'
+runs:
+  - {{name: bp2, kind: blockwise, spec: {BLOCKWISE}, teachers: [w1],
+     overrides: {{schedule.policy: bin_packing, schedule.workers: 2, fine_tune: null}}}}
+  - {{name: w1, kind: blockwise, spec: {BLOCKWISE}, overrides: {{schedule.workers: 1}}}}
+  - {{name: prune, kind: prune_pipeline, spec: {PRUNING}, overrides: {{sparsities: [0.5], methods: [magnitude]}}}}
+  - {{name: bert, recipe: yamls/sotu/tiny_bert.yaml}}
+  - {{name: glue, kind: glue, spec: yamls/pipelines/glue/tiny_local.yaml, teachers: [bert]}}
+{extra}""")
+    return path
+
+
+class DriverRunner(FakeRunner):
+    """Writes what each driver writes when it finishes (instead of running it)."""
+
+    def __call__(self, run, overrides: list[str]) -> None:
+        self.calls.append((run.name, overrides))
+        folder = Path(self.study.run_dir(run.name))
+        if run.kind == 'train':
+            finish(folder)
+        elif run.kind == 'blockwise':
+            folder.mkdir(parents=True)
+            (folder / 'blockwise.json').write_text('{}')
+        elif run.kind == 'prune_pipeline':
+            from recipes.prune_pipeline import load_spec as load_pruning, stage_configs
+            for stage in stage_configs(load_pruning(REPO / PRUNING, overrides)):
+                finish(Path(stage['cfg']['run_dir']))
+                (Path(stage['cfg']['run_dir']) / 'checkpoints').mkdir()
+                (Path(stage['cfg']['run_dir']) / 'checkpoints' / 'latest-rank0.pt').write_bytes(b'')
+            (folder / 'manifest.json').write_text('{}')
+        else:
+            for seed in (17, 18, 19):
+                (folder / 'sst2' / f'seed{seed}').mkdir(parents=True)
+                (folder / 'sst2' / f'seed{seed}' / 'glue.json').write_text('{}')
+            (folder / 'glue_results.json').write_text('{}')
+
+
+def test_driver_kinds_print_their_commands(tmp_path, capsys):
+    assert driver.main([str(kinds_study(tmp_path)), '--print-commands']) == 0
+    R = tmp_path / 'R'
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == '# stage 1 of 2: 3 runs' and lines[5] == '# stage 2 of 2: 2 runs'
+    assert lines[2] == (f'composer recipes/blockwise.py -f {BLOCKWISE} schedule.workers=1 run_name=w1 '
+                        f'run_dir={R}/w1')
+    assert lines[3].startswith('composer recipes/train.py -f yamls/sotu/tiny_bert.yaml run_name=bert ')
+    assert lines[4] == (f"composer recipes/prune_pipeline.py -f {PRUNING} 'sparsities=[0.5]' "
+                        f"'methods=[\"magnitude\"]' out_dir={R}/prune")
+    assert lines[6] == (f'composer recipes/blockwise.py -f {BLOCKWISE} schedule.policy=bin_packing schedule.workers=2 '
+                        f'fine_tune=null run_name=bp2 run_dir={R}/bp2 '
+                        f'teacher.checkpoint={R}/w1/teacher/checkpoints/latest-rank0.pt '
+                        f'schedule.times={R}/w1/task_times.json')
+    assert lines[7] == (f'composer recipes/glue.py -f yamls/pipelines/glue/tiny_local.yaml name=glue out_dir={R}/glue '
+                        f'pretrained={R}/bert/checkpoints/latest-rank0.pt')
+
+
+def test_driver_kinds_run_once_then_are_skipped_as_their_drivers_tell(tmp_path):
+    study = load_study(kinds_study(tmp_path))
+    runner = DriverRunner(study)
+    assert set(driver.run_study(study, runner=runner).values()) == {'trained'}
+    assert [name for name, _ in runner.calls] == ['w1', 'bert', 'prune', 'bp2', 'glue']
+    assert all(driver.run_finished(study, r) for r in study.runs)
+    again = DriverRunner(study)
+    assert set(driver.run_study(study, runner=again).values()) == {'finished earlier'} and again.calls == []
+    (tmp_path / 'R' / 'bp2' / 'blockwise.json').unlink()  # a blockwise run without its report is not finished
+    (tmp_path / 'R' / 'glue' / 'sst2' / 'seed18' / 'glue.json').unlink()  # nor a GLUE run with a (task, seed) left
+    stage = next((tmp_path / 'R' / 'prune').glob('magnitude-*'))
+    (stage / 'checkpoints' / 'latest-rank0.pt').unlink()  # nor a pipeline with a stage's checkpoint missing
+    assert [r.name for r in study.runs if not driver.run_finished(study, r)] == ['bp2', 'prune', 'glue']
+
+
+def test_only_a_driver_run_adds_the_unfinished_run_it_learns_from(tmp_path):
+    study = load_study(kinds_study(tmp_path))
+    runner = DriverRunner(study)
+    driver.run_study(study, only=['bp2'], runner=runner)
+    assert [name for name, _ in runner.calls] == ['w1', 'bp2']
+    runner = DriverRunner(study)
+    driver.run_study(study, only=['glue'], runner=runner)
+    assert [name for name, _ in runner.calls] == ['bert', 'glue']
+
+
+def test_every_run_is_checked_before_the_first_trains(tmp_path, capsys):
+    """The 2nd run's bad override key is found before the 1st run trains: one error line, exit 2, no folder."""
+    path = tmp_path / 'bad.yaml'
+    path.write_text(f"""
+name: bad
+runs_root: {tmp_path / 'R'}
+runs:
+  - {{name: good, recipe: yamls/fashion_mnist/resnet8.yaml}}
+  - {{name: typo, recipe: yamls/fashion_mnist/resnet8.yaml, overrides: {{max_durration: 1ep}}}}
+""")
+    runner = FakeRunner(None)
+    assert driver.main([str(path)], runner=runner) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: runs (typo): ') and 'max_durration' in err and err.count('\n') == 1
+    assert runner.calls == [] and not (tmp_path / 'R').exists()
+    assert driver.main([str(kinds_study(tmp_path, '  - {name: p2, kind: prune_pipeline, spec: ' + PRUNING +
+                                         ', overrides: {methods: [prune]}}'))], runner=runner) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: runs (p2): methods[0]: unknown method') and err.count('\n') == 1
+    assert runner.calls == [] and not (tmp_path / 'R').exists()
+
+
+def test_family_describes_every_finished_run_once(tmp_path, monkeypatch):
+    """``family: pruning`` calls benchmarks.pruning.describe.describe after every finished run (trained now or
+    earlier); its ``check`` runs first."""
+    from benchmarks.pruning import describe as pruning
+
+    seen = []
+    monkeypatch.setattr(pruning, 'describe', lambda study, run: seen.append((study.seed, run.name)))
+    path = tmp_path / 'fam.yaml'
+    path.write_text(f"""
+name: fam
+runs_root: {tmp_path / 'R'}
+family: pruning
+run_folder: '{{run}}/seed{{seed}}'
+seeds: [0, 1]
+runs:
+  - {{name: prune, kind: prune_pipeline, spec: {PRUNING}, overrides: {{sparsities: [0.5], methods: [magnitude]}}}}
+compare: {{layers: {{prune: [conv1]}}}}
+""")
+    runs = []
+    for replica in load_study(path).replicas():
+        runner = DriverRunner(replica)
+        assert set(driver.run_study(replica, runner=runner).values()) == {'trained'}
+        runs += runner.calls
+    assert seen == [(0, 'prune'), (1, 'prune')] and [o[-1] for _, o in runs] == [
+        f'out_dir={tmp_path}/R/prune/seed0', f'out_dir={tmp_path}/R/prune/seed1']
+    assert driver.main([str(path)]) == 0 and seen[2:] == [(0, 'prune'), (1, 'prune')]  # finished: described again
+    path.write_text(path.read_text().replace('layers: {prune: [conv1]}', 'layers: {}'))
+    assert driver.main([str(path)]) == 2

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.bert.study import (FINETUNE_METRIC, build_report, finetune_jobs, finetune_series, finetune_stats)
+from benchmarks.bert.report import build, finetune_series, finetune_stats
+from benchmarks.bert.study import FINETUNE_METRIC, finetune_jobs
 from benchmarks.study.spec import load_study
 
 MLM = 'eval/MaskedAccuracy'
@@ -104,7 +105,7 @@ def test_finetuned_time_to_target_and_speedup_by_hand(study_root, tmp_path):
     assert stats['kd-kl-30']['speedup'] == pytest.approx([s0, s1])
     assert stats['baseline']['speedup'] == pytest.approx([1.0, 1.0])
     out = tmp_path / 'report'
-    summary = build_report(str(study_path), str(root), str(out), None)
+    summary = build(str(root), str(study_path), str(out))
     report = (out / 'report.md').read_text()
     mean = (s0 + s1) / 2
     half = T1 * abs(s0 - s1) / math.sqrt(2) / math.sqrt(2)
@@ -116,8 +117,25 @@ def test_finetuned_time_to_target_and_speedup_by_hand(study_root, tmp_path):
     # MLM: KD's accuracy 0.06 + 0.1 s/1000 reaches the baseline's final 0.15 at step 900 (47 s) vs 50 / 60 s
     assert summary['mlm']['kd-kl-30']['speedup'] == pytest.approx([50 / 47, 60 / 47])
     regen = out / 'again'
-    build_report(str(study_path), str(out / 'runs'), str(regen), None)
+    build(str(out / 'runs'), str(study_path), str(regen))
     assert (regen / 'summary.json').read_text().count('"speedup"') == (out / 'summary.json').read_text().count(
         '"speedup"')
     again = json.loads((regen / 'summary.json').read_text())
     assert again['finetuned'] == json.loads((out / 'summary.json').read_text())['finetuned']
+
+
+def test_finetune_runs_each_unfinished_job_through_train_stage(study_root, monkeypatch):
+    import recipes.core.cli as cli
+    from benchmarks.bert import study as bert_study
+
+    root, study_path = study_root
+    seen = []
+    monkeypatch.setattr(cli, 'train_stage', lambda cfg: seen.append(cfg))
+    write_finetuned(root / 'seed0' / 'finetune' / 'baseline' / 'ba1000', 0.80)  # finished: skipped
+    assert bert_study.main([str(study_path), '--fractions', '0.5', '--only', 'kd-kl-30']) == 0
+    assert len(seen) == 3  # seed 0: KD at 500; seed 1: baseline at 1000, KD at 500
+    first = seen[0]
+    assert str(first['model']['pretrained']).endswith('seed0/kd-kl-30/checkpoints/ep0-ba500-rank0.pt')
+    assert str(first['run_dir']).endswith('seed0/finetune/kd-kl-30/ba500') and first['seed'] == 0
+    assert first['save_folder'] is None and first['run_name'] == 'finetune-s0-kd-kl-30-ba500'
+    assert bert_study.main([str(study_path.parent / 'missing.yaml')]) == 2

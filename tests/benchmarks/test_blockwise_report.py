@@ -1,5 +1,5 @@
-"""The blockwise study's plan and report, on hand-made records: speedup, efficiency, the goal verdict, greenup,
-simulated makespans."""
+"""The blockwise study's runs (kind blockwise) and report, on hand-made records: speedup, efficiency, the goal
+verdict, greenup, simulated makespans."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from benchmarks.blockwise.report import render
-from benchmarks.blockwise.study import load_study, plan
-from benchmarks.study.spec import StudyError
+from benchmarks.study.engine import run_overrides
+from benchmarks.study.spec import StudyError, load_study, stages
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,18 +56,23 @@ def test_report_numbers_by_hand():
 
 
 def test_study_plan_reuses_the_reference_teacher_and_times(tmp_path):
+    spec = str(REPO / 'yamls/pipelines/fashion_mnist/blockwise_resnet8.yaml')
     study = tmp_path / 'study.yaml'
     study.write_text(yaml.safe_dump({
-        'name': 's', 'runs_root': str(tmp_path / 'runs'),
-        'teachers': {'r8': str(REPO / 'yamls/pipelines/fashion_mnist/blockwise_resnet8.yaml')},
-        'schedules': [{'name': 'w1', 'policy': 'work_stealing', 'workers': 1},
-                      {'name': 'bp2', 'policy': 'bin_packing', 'workers': 2}]}))
-    runs = plan(load_study(str(study)))
-    assert [r[0] for r in runs] == ['r8-w1-r0', 'r8-bp2-r0']
-    over = dict(o.split('=', 1) for o in runs[1][2])
+        'name': 's', 'runs_root': str(tmp_path / 'runs'), 'run_name': '{run}',
+        'runs': [{'name': 'r8-bp2-r0', 'kind': 'blockwise', 'spec': spec, 'teachers': ['r8-w1-r0'],
+                  'overrides': {'schedule.policy': 'bin_packing', 'schedule.workers': 2, 'fine_tune': None}},
+                 {'name': 'r8-w1-r0', 'kind': 'blockwise', 'spec': spec,
+                  'overrides': {'schedule.policy': 'work_stealing', 'schedule.workers': 1}}]}))
+    s = load_study(study)
+    runs = [r for stage in stages(s) for r in stage]
+    assert [r.name for r in runs] == ['r8-w1-r0', 'r8-bp2-r0']
+    over = dict(o.split('=', 1) for o in run_overrides(s, runs[1]))
     assert over['teacher.checkpoint'].endswith('runs/r8-w1-r0/teacher/checkpoints/latest-rank0.pt')
     assert over['schedule.times'].endswith('runs/r8-w1-r0/task_times.json') and over['fine_tune'] == 'null'
-    assert 'teacher.checkpoint' not in dict(o.split('=', 1) for o in runs[0][2])
-    study.write_text(yaml.safe_dump({'name': 's', 'teachers': {}, 'schedules': [{'name': 'w2', 'workers': 2}]}))
-    with pytest.raises(StudyError, match='the reference schedule runs on 1 worker'):
-        load_study(str(study))
+    assert 'teacher.checkpoint' not in dict(o.split('=', 1) for o in run_overrides(s, runs[0]))
+    study.write_text(yaml.safe_dump({'name': 's', 'runs': [
+        {'name': 'p', 'kind': 'prune_pipeline', 'spec': spec},
+        {'name': 'b', 'kind': 'blockwise', 'spec': spec, 'teachers': ['p']}]}))
+    with pytest.raises(StudyError, match="'p' is a prune_pipeline entry, not a train or blockwise run"):
+        load_study(study)

@@ -13,8 +13,8 @@ from benchmarks.core.intervals import mean_interval
 from benchmarks.kd.report import build, findings, speed_cell
 from benchmarks.core.repeats import load_repeats, threshold_verdict
 from benchmarks.study.spec import StudyError, load_study
-from tests.benchmarks.test_benchmarks_report import ORIGINAL_ROOT, write_run
-from tests.benchmarks.test_benchmarks_study import FakeRunner
+from tests.helpers.run_records import ORIGINAL_ROOT, write_run
+from tests.helpers.study_runs import FakeRunner
 
 T2 = 4.303  # t(0.975, 2)
 
@@ -136,8 +136,10 @@ def test_mean_interval_reference() -> None:
 
 
 def test_commands_point_the_regeneration_at_the_committed_copies():
-    from benchmarks.core.repeats_report import commands
-    cmd, regen = commands('benchmarks.x report', [('--runs', 'runs/a b'), ('--teachers', None), ('--out', 'res/x')],
-                          {'--runs': 'res/x/runs', '--teachers': 'res/x/teachers'})
-    assert cmd == ".venv/bin/python -m benchmarks.x report --runs 'runs/a b' --out res/x"
-    assert regen == '.venv/bin/python -m benchmarks.x report --runs res/x/runs --out res/x'  # no teachers given: none
+    from benchmarks.core.reporting import command
+    cmd = command('benchmarks.x.report', 'runs/a b', 'res/x', [('--teachers', None)])
+    regen = command('benchmarks.x.report', Path('res/x') / 'runs', Path('res/x/'), [('--teachers', None)])
+    assert cmd == "python -m benchmarks.x.report 'runs/a b' --out res/x"
+    assert regen == 'python -m benchmarks.x.report res/x/runs --out res/x'  # no teachers given: none
+    assert command('m', 'r', 'o', [('--study', 's.yaml'), ('--teachers', 'o/teachers')]) == \
+        'python -m m r --study s.yaml --teachers o/teachers --out o'

@@ -55,6 +55,7 @@ def test_interval_pivot_against_hand_computed_t_intervals():
 def test_report_main_writes_the_report_and_errors_in_one_line(tmp_path, capsys):
     root, out = tmp_path / 'records', tmp_path / 'out' / 'nested'
     root.mkdir()
+    (root / 'analysis.json').write_text('{}')
     seen = []
 
     def build(r, o):
@@ -76,6 +77,30 @@ def test_report_main_writes_the_report_and_errors_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f'error: no analysis.json under {root}\n'
     assert not (out / 'report.md').exists()
 
+    fresh = tmp_path / 'fresh' / 'nested'  # a failed report leaves no folder it made
+    assert report_main('benchmarks.x', 'doc', failing, [str(root), '--out', str(fresh)]) == 2
+    assert capsys.readouterr().err == f'error: no analysis.json under {root}\n'
+    assert not (tmp_path / 'fresh').exists()
+    (tmp_path / 'empty').mkdir()
+    assert report_main('benchmarks.x', 'doc', build, [str(tmp_path / 'empty'), '--out', str(fresh)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: empty folder, no records to report on\n"
+    assert not (tmp_path / 'fresh').exists() and len(seen) == 1  # build never called
+
+
+def test_report_main_passes_the_reports_own_options(tmp_path):
+    (tmp_path / 'r').mkdir()
+    (tmp_path / 'r' / 'x.json').write_text('{}')
+
+    def build(r, o, args):
+        return [f'# {args.study}']
+
+    def options(p):
+        p.add_argument('--study', default='s.yaml')
+
+    argv = [str(tmp_path / 'r'), '--study', 'other.yaml', '--out', str(tmp_path / 'o')]
+    assert report_main('benchmarks.x', 'doc', build, argv, options=options) == 0
+    assert (tmp_path / 'o' / 'report.md').read_text() == '# other.yaml\n'
+
 
 def test_header_and_machine_line(tmp_path):
     sessions = [{'cpu': 'Old CPU', 'cores': 4, 'torch': '2.6', 'date': 'yesterday'},
@@ -88,6 +113,7 @@ def test_header_and_machine_line(tmp_path):
         '# T', '', 'Regenerate from the committed records: `python -m r a --out b`; rerun the study: '
         '`python -m s x.yaml`.', '', 'Machine: AMD EPYC, 2 cores, CPU only (no GPU), torch 2.7.0, today.', '']
     assert header('T', 'cmd') == ['# T', '', 'Regenerate from the committed records: `cmd`.', '']
+    assert header('T', 'cmd', sessions=sessions)[-2:] == [machine_line(sessions), '']  # machines from elsewhere
 
 
 def test_copy_records_copies_the_named_files_never_checkpoints(tmp_path):

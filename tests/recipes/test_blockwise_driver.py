@@ -149,3 +149,20 @@ def test_craft_mode_from_yaml(tmp_path, fmnist_root):
     report = json.loads((run / 'blockwise.json').read_text())
     assert 'student' not in report['models'] and not (run / 'fine_tune').exists()
     assert report['models']['assembled']['macs'] < report['models']['teacher']['macs']
+
+
+@pytest.mark.parametrize('case', ['val_size', 'teacher_architecture'])
+def test_late_errors_are_checked_before_anything_is_written(case, tmp_path, fmnist_root, capsys):
+    """A teacher checkpoint of another architecture used to fail after the data cache was written, and a val_size
+    larger than the data was a traceback; both are one line before the run folder exists."""
+    path = tiny_yaml(tmp_path, fmnist_root, REPO / 'yamls/pipelines/fashion_mnist/blockwise_resnet8.yaml')
+    if case == 'val_size':
+        override, message = 'blockwise.val_size=64', 'blockwise.val_size: 64 leaves no training images'
+    else:
+        other = tmp_path / 'other.pt'
+        torch.save(torch.nn.Linear(3, 2).state_dict(), other)
+        override, message = f'teacher.checkpoint={other}', f'teacher.checkpoint: the weights in {other} do not fit'
+    assert blockwise.main(['-f', str(path), override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
+    assert not (tmp_path / 'run').exists()  # nothing written

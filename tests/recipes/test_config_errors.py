@@ -8,6 +8,7 @@ import pytest
 
 from recipes import train
 from tests.conftest import DEFAULT_YAML, tiny_overrides
+from tests.helpers.bad_checkpoints import EXPECTED, write_bad_checkpoints
 
 
 def run_main(tmp_path: Path, fmnist_root: Path, capsys, *overrides: str, yaml: Path = DEFAULT_YAML) -> str:
@@ -158,3 +159,47 @@ def test_feature_distillation_and_structured_pruning_refused_before_training(tmp
                    f'algorithms.attention_transfer.teachers=[{teacher}]', override.replace('TEACHER', str(teacher)),
                    yaml=yaml)
     assert expected in err, err
+
+
+@pytest.mark.parametrize('kind', sorted(EXPECTED))
+@pytest.mark.parametrize('key', ['load_path', 'teacher'])
+def test_bad_checkpoint_files_are_told_apart_in_one_line(tmp_path, fmnist_root, capsys, key, kind):
+    """Empty, random and truncated files are 'not a checkpoint' (with the file and its size), never 'unsafe'; only a
+    pickle that weights_only refuses is called unsafe. An empty file used to end in IndexError."""
+    path = write_bad_checkpoints(tmp_path / 'files')[kind]
+    if key == 'load_path':
+        err = run_main(tmp_path, fmnist_root, capsys, f'load_path={path}')
+        assert err.startswith(f'error: load_path: {path} ')
+    else:
+        yaml = Path(__file__).resolve().parents[2] / 'yamls' / 'fashion_mnist' / 'kd_kl.yaml'
+        err = run_main(tmp_path, fmnist_root, capsys, f'algorithms.knowledge_distillation.teachers=[{path}]',
+                       yaml=yaml)
+        assert err.startswith(f'error: algorithms.knowledge_distillation.teachers[0].checkpoint: {path} ')
+    assert EXPECTED[kind] in err
+    assert ('unsafe' in err) == kind.startswith('crafted'), err
+
+
+@pytest.mark.parametrize('case, expected', [
+    ('crafted', 'was refused as unsafe by weights_only loading'),
+    ('empty', 'is empty (0 bytes): not a checkpoint'),
+    ('other_architecture', 'do not fit'),
+    ('bad_layer', "no module named 'layer9'"),
+])
+def test_similarity_monitor_is_checked_before_anything_is_written(tmp_path, fmnist_root, capsys, case, expected):
+    """A crafted reference used to fail after the run folder existed, and a bad layer name only at the end of the
+    whole run (KeyError); both are now one line before anything is written."""
+    import torch
+
+    from recipes.models.registry import build_model
+    from tests.conftest import tiny_config
+
+    files = write_bad_checkpoints(tmp_path / 'files')
+    good = tmp_path / 'reference.pt'
+    torch.save(build_model(**tiny_config(fmnist_root, tmp_path / 'unused')['model']).state_dict(), good)
+    other = tmp_path / 'other.pt'
+    torch.save(torch.nn.Linear(3, 2).state_dict(), other)
+    reference = {'crafted': files['crafted'], 'empty': files['empty'], 'other_architecture': other}.get(case, good)
+    layers = '[layer9]' if case == 'bad_layer' else '[layer1]'
+    err = run_main(tmp_path, fmnist_root, capsys, f'callbacks.similarity_monitor={{reference: {reference}, '
+                                                  f'layers: {layers}, images: 32}}')
+    assert err.startswith('error: callbacks (SimilarityMonitor): ') and expected in err, err

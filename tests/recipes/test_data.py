@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from recipes import prepare_data
-from recipes.data.registry import DATASET_OPTIONS, build_dataloader, check_data, resolve_options
+from recipes.core.schema import option_names
+from recipes.data.registry import DATASETS, build_dataloader, check_data, resolve_options
 from recipes.core.errors import ConfigError
 from tests.helpers.tiny_data import images_for, write_cifar, write_fashion_mnist, write_imagefolder, write_mds
 
@@ -111,19 +112,21 @@ def test_defaults_follow_the_split() -> None:
     assert train['augment'] and train['shuffle'] and train['drop_last'] and train['path'] == 'data'
     test = resolve_options({'dataset': 'cifar10', 'split': 'test'})
     assert not (test['augment'] or test['shuffle'] or test['drop_last'])
-    assert set(DATASET_OPTIONS['imagenet_mds']) - set(DATASET_OPTIONS['cifar10']) == {'image_size'}
+    assert set(option_names(DATASETS['imagenet_mds'].options)) - set(option_names(DATASETS['cifar10'].options)) \
+        == {'image_size'}
 
 
 @pytest.mark.parametrize('cfg, pattern', [
     ({'dataset': ['cifar10']}, r'train_loader\.dataset: unknown dataset'),
     ({'dataset': 'mnist'}, r"train_loader\.dataset: unknown dataset 'mnist'; allowed: fashion_mnist, cifar10"),
-    ({'dataset': 'cifar10', 'foo': 1}, r'train_loader\.foo: unknown option .*allowed: .*num_workers'),
+    ({'dataset': 'cifar10', 'foo': 1},
+     r"unknown key 'train_loader\.foo'; allowed: .*num_workers.* \(dataset 'cifar10'\)"),
     ({'dataset': 'cifar10', 'num_workers': '2'}, r"train_loader\.num_workers: expected int, got str '2'"),
     ({'dataset': 'cifar10', 'num_workers': True}, r'train_loader\.num_workers: expected int, got bool True'),
     ({'dataset': 'cifar10', 'augment': 1}, r'train_loader\.augment: expected bool or null, got int 1'),
     ({'dataset': 'cifar10', 'subset': 0}, r'train_loader\.subset: expected an integer >= 1, got 0'),
     ({'dataset': 'cifar10', 'split': 'validation'}, r"train_loader\.split: unknown split 'validation'"),
-    ({'dataset': 'imagenet_folder', 'split': 'test'}, r'train_loader\.path: required'),
+    ({'dataset': 'imagenet_folder', 'split': 'test'}, r"missing required key 'train_loader\.path' \(dataset 'imagenet"),
     ({'dataset': 'imagenet_folder', 'path': 'x', 'split': 'test'}, r"train_loader\.split: .*allowed: train, val"),
 ])
 def test_check_data_errors(cfg: dict, pattern: str) -> None:
@@ -178,3 +181,68 @@ def test_prepare_fashion_mnist_without_source_or_network(tmp_path: Path, monkeyp
     monkeypatch.setattr(torchvision.datasets, 'FashionMNIST', offline)
     with pytest.raises(RuntimeError, match='apt-get install dataset-fashion-mnist'):
         prepare_data.prepare_fashion_mnist(tmp_path / 'data', tmp_path / 'empty')
+
+
+def _prepare_refused(capsys, *argv: str) -> str:
+    """``python -m recipes.prepare_data ...`` that must fail: exit 2 and one ``error:`` line, returned."""
+    assert prepare_data.main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and '\n' not in err, err
+    return err
+
+
+@pytest.mark.parametrize('corrupt', ['not gzip', 'truncated'])
+def test_prepare_fashion_mnist_from_a_corrupt_gz_is_one_line_and_leaves_no_temporary_file(tmp_path, capsys,
+                                                                                          corrupt) -> None:
+    source, out = _gzipped_source(tmp_path), tmp_path / 'data'
+    bad = source / 't10k-images-idx3-ubyte.gz'
+    bad.write_bytes(b'this is not gzip data' if corrupt == 'not gzip' else bad.read_bytes()[:40])
+    err = _prepare_refused(capsys, 'fashion_mnist', '--out', str(out), '--source', str(source))
+    assert err.startswith(f'error: fashion_mnist: {bad}: cannot read it ('), err
+    raw = out / 'FashionMNIST' / 'raw'
+    assert not list(raw.glob('*.tmp')), 'a temporary file was left behind'
+    assert not (raw / 't10k-images-idx3-ubyte').exists()  # no half-written file under the real name either
+    bad.write_bytes(gzip.compress((tmp_path / 'tiny' / 'FashionMNIST' / 'raw' / 't10k-images-idx3-ubyte').read_bytes()))
+    assert prepare_data.main(['fashion_mnist', '--out', str(out), '--source', str(source)]) == 0  # rerun completes
+    check_data({'dataset': 'fashion_mnist', 'path': str(out), 'split': 'test'}, 'eval_loader')
+
+
+@pytest.mark.parametrize('dataset', ['sotu', 'rotten_tomatoes'])
+@pytest.mark.parametrize('content', [b'', b'not an archive', gzip.compress(b'a gzip, but no tar inside', mtime=0)],
+                         ids=['empty', 'not an archive', 'gzip without a tar'])
+def test_prepare_text_from_a_corrupt_archive_is_one_line_naming_it(tmp_path, capsys, dataset, content) -> None:
+    archive = tmp_path / 'archive.tgz'
+    archive.write_bytes(content)
+    err = _prepare_refused(capsys, dataset, '--out', str(tmp_path / 'data'), '--source', str(archive))
+    assert err.startswith(f'error: {dataset}: {archive}: cannot read it ('), err
+    assert not [f for f in (tmp_path / 'data').rglob('*') if f.is_file()], 'a file was written'
+
+
+def test_prepare_fashion_mnist_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, capsys,
+                                                                                      monkeypatch) -> None:
+    import errno
+    import shutil
+
+    def full_disk(fin, fout):
+        fout.write(fin.read(100))
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    source, out = _gzipped_source(tmp_path), tmp_path / 'data'
+    monkeypatch.setattr(shutil, 'copyfileobj', full_disk)
+    err = _prepare_refused(capsys, 'fashion_mnist', '--out', str(out), '--source', str(source))
+    assert err == 'error: [Errno 28] No space left on device', err  # the disk's fault, not the source's
+    assert not [f for f in out.rglob('*') if f.is_file()], 'a file was left behind'
+
+
+def test_written_removes_its_temporary_file_when_writing_fails(tmp_path) -> None:
+    from recipes.data.prepared_files import written
+
+    target = tmp_path / 'file.bin'
+    with pytest.raises(KeyboardInterrupt):
+        with written(target) as tmp:
+            tmp.write_bytes(b'half')
+            raise KeyboardInterrupt
+    assert not target.exists() and not list(tmp_path.iterdir())
+    with written(target) as tmp:
+        tmp.write_bytes(b'whole')
+    assert target.read_bytes() == b'whole' and list(tmp_path.iterdir()) == [target]

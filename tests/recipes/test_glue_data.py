@@ -1,7 +1,7 @@
 """The ``glue`` dataset (recipes/data/text/glue_data.py) on small JSON lines in GLUE's format, with a tiny WordPiece tokenizer.
 
-``write_tiny_tokenizer`` and ``write_glue`` are reused by the other GLUE tests (and can serve the build-every-YAML
-test): a 20-word vocabulary whose ids the assertions below spell out by hand.
+The tiny tokenizer and the GLUE files come from ``tests/helpers/glue_text.py`` (shared with the other GLUE tests): a
+20-word vocabulary whose ids the assertions below spell out by hand.
 """
 
 from __future__ import annotations
@@ -16,35 +16,7 @@ import torch
 from recipes.data.registry import DATASETS, build_dataloader, resolve_options
 from recipes.core.errors import ConfigError
 from recipes.data.text.glue_data import GlueCollator, check_loader_config, glue_examples
-
-WORDS = ['the', 'movie', 'was', 'good', 'bad', 'a', 'film', 'is', 'great', 'awful', 'plot', 'and', 'not', 'very',
-         'fun', 'dull', 'it', 'story', 'of', 'love']
-SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
-ID = {t: i for i, t in enumerate(SPECIALS + WORDS)}  # [PAD] 0 [UNK] 1 [CLS] 2 [SEP] 3 [MASK] 4 the 5 movie 6 ...
-PAD, UNK, CLS, SEP = 0, 1, 2, 3
-
-
-def write_tiny_tokenizer(folder: Path, post_processor: bool = True) -> str:
-    """A BERT-style WordPiece ``tokenizer.json`` (lower-casing, ``[CLS] a [SEP] b [SEP]`` with token types)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    tok = Tokenizer(models.WordPiece(dict(ID), unk_token='[UNK]'))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    if post_processor:
-        tok.post_processor = processors.BertProcessing(('[SEP]', SEP), ('[CLS]', CLS))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / 'tokenizer.json'
-    tok.save(str(path))
-    return str(path)
-
-
-def write_glue(root: Path, task: str, split: str, rows: list[dict[str, Any]]) -> Path:
-    """``<root>/<task>/<split>.jsonl`` with ``rows`` (GLUE's column names), as ``source: local`` reads it."""
-    path = root / task / f'{split}.jsonl'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(''.join(json.dumps({**row, 'idx': i}) + '\n' for i, row in enumerate(rows)))
-    return path
+from tests.helpers.glue_text import CLS, ID, PAD, SEP, write_glue, write_tiny_tokenizer
 
 
 def ids(text: str) -> list[int]:

@@ -12,8 +12,7 @@ import yaml
 
 import recipes.glue as glue
 from recipes.core.errors import ConfigError
-from tests.recipes.test_glue_data import write_glue, write_tiny_tokenizer
-from tests.recipes.test_glue_models import write_mlm_checkpoint
+from tests.helpers.glue_text import write_glue, write_mlm_checkpoint, write_tiny_tokenizer
 
 WORDS = [('film', 'fun'), ('movie', 'dull'), ('plot', 'fun'), ('story', 'dull')]
 
@@ -35,7 +34,8 @@ def data(tmp_path_factory) -> Path:
             for i, ((a, b), w) in enumerate((p, w) for p in WORDS for w in ('good', 'bad', 'not good'))]
     for split in ('train', 'validation_matched', 'validation_mismatched'):
         write_glue(root, 'mnli', split, mnli)
-    rte = [{'sentence1': f'the {a} was {b}', 'sentence2': f'a {a}', 'label': i % 2} for i, (a, b) in enumerate(WORDS)]
+    rte = [{'sentence1': f'the {a} was {b}', 'sentence2': f'a {a}', 'label': i % 2}  # one whole batch of 8
+           for i, (a, b) in enumerate(WORDS * 2)]
     for split in ('train', 'validation'):
         write_glue(root, 'rte', split, rte)
     return root

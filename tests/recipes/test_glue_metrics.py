@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,6 +47,43 @@ def test_matthews_correlation():
     assert updated(MatthewsCorrelation(), logits(PRED), GOLD) == pytest.approx(10 / math.sqrt(600), abs=1e-6)
     # all predictions one class: undefined, reported as 0 (as scikit-learn and GLUE do)
     assert updated(MatthewsCorrelation(), logits([1] * 4), [1, 0, 1, 0]) == pytest.approx(0.0)
+
+
+def phi(pred: list[int], gold: list[int]) -> float:
+    """MCC as scikit-learn's ``matthews_corrcoef`` gives it: the Pearson correlation of the two 0/1 vectors,
+    0 when either is constant (an independent route to the same number)."""
+    x, y = np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+    sx, sy = x.std(), y.std()
+    return 0.0 if sx == 0 or sy == 0 else float(((x - x.mean()) * (y - y.mean())).mean() / (sx * sy))
+
+
+@pytest.mark.parametrize('pred, gold', [
+    ([1] * 4, [1, 1, 1, 0]),                  # torchmetrics gives 0.5774 here
+    ([1] * 1043, [1] * 721 + [0] * 322),       # CoLA's validation size, all 1: torchmetrics +0.0256
+    ([0] * 1043, [1] * 721 + [0] * 322),       # all 0: torchmetrics -0.0256
+    ([1, 0, 1, 0], [1] * 4),                   # constant gold
+    ([0] * 5, [0] * 5),                        # everything one class
+])
+def test_matthews_correlation_is_zero_when_undefined(pred, gold):
+    # scikit-learn's matthews_corrcoef: 0 whenever the denominator is 0
+    assert updated(MatthewsCorrelation(), logits(pred), gold) == 0.0
+
+
+def test_matthews_correlation_equals_the_reference_on_random_cases():
+    try:
+        from sklearn.metrics import matthews_corrcoef as reference
+    except ImportError:  # scikit-learn is not a dependency: the Pearson correlation of 0/1 vectors is the same number
+        reference = phi
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        gold = rng.integers(0, 2, n).tolist()
+        pred = rng.integers(0, 2, n).tolist() if rng.random() < 0.8 else [int(rng.integers(0, 2))] * n
+        value = updated(MatthewsCorrelation(), logits(pred), gold, chunks=min(3, n))
+        assert value == pytest.approx(reference(gold, pred), abs=1e-12)
+    # a hand case through the closed form: tp 3, fp 1, fn 2, tn 4 -> (12 - 2) / sqrt(4 * 5 * 5 * 6)
+    pred, gold = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 1, 1, 0, 0, 0, 0]
+    assert updated(MatthewsCorrelation(), logits(pred), gold) == pytest.approx(10 / math.sqrt(600), abs=1e-12)
 
 
 def test_pearson_correlation():

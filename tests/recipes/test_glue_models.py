@@ -12,37 +12,12 @@ import torch
 
 from recipes.core.errors import ConfigError
 from recipes.models.registry import build_model
-from tests.recipes.test_glue_data import write_glue, write_tiny_tokenizer
-
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=32)
+from tests.helpers.glue_text import TINY, write_glue, write_mlm_checkpoint, write_tiny_tokenizer
 
 
 @pytest.fixture(scope='module')
 def tok(tmp_path_factory) -> str:
     return write_tiny_tokenizer(tmp_path_factory.mktemp('tok'))
-
-
-def write_mlm_checkpoint(folder: Path, tok: str) -> Path:
-    """``<folder>/mlm.pt``: a checkpoint written by Composer's Trainer after one step of a tiny ``bert_mlm`` (the
-    lead's model: hidden 32, 2 layers, 32 positions, the tiny tokenizer's 25 tokens)."""
-    from composer import Trainer
-    from torch.utils.data import DataLoader
-
-    from recipes.core.checkpoint_safety import use_weights_only_checkpoint_loading
-    from recipes.data.text.mlm_masking import MLMCollator
-    from recipes.data.text.tokenizer import load_tokenizer
-
-    torch.manual_seed(0)
-    model = build_model('bert_mlm', config='bert-tiny', tokenizer=tok, **TINY)
-    examples = [{'input_ids': [2, 5 + i, 6 + i, 7 + i, 8, 3]} for i in range(8)]
-    loader = DataLoader(examples, batch_size=4, collate_fn=MLMCollator(load_tokenizer(tok), seed=0))
-    use_weights_only_checkpoint_loading()
-    trainer = Trainer(model=model, train_dataloader=loader, max_duration='1ba', save_folder=str(folder),
-                      save_filename='mlm.pt', save_interval='1ba', progress_bar=False, device='cpu')
-    trainer.fit()
-    trainer.close()
-    return folder / 'mlm.pt'
 
 
 @pytest.fixture(scope='module')

@@ -84,6 +84,6 @@ def test_prepare_data_command_for_text(tmp_path):
     write_sotu_package(tmp_path / 'sotu.tgz', n=12)
     assert prepare_main(['sotu', '--out', str(tmp_path / 'd'), '--source', str(tmp_path / 'sotu.tgz')]) == 0
     assert (tmp_path / 'd' / 'sotu' / 'train.jsonl').is_file()
-    # no archive and no way to fetch one: exit status 1 with the reason, nothing half-written
-    assert prepare_main(['sotu', '--out', str(tmp_path / 'e'), '--source', str(tmp_path / 'missing.tgz')]) == 1
+    # no archive and no way to fetch one: exit status 2 with the reason, nothing half-written
+    assert prepare_main(['sotu', '--out', str(tmp_path / 'e'), '--source', str(tmp_path / 'missing.tgz')]) == 2
     assert not (tmp_path / 'e' / 'sotu').exists()

@@ -172,18 +172,19 @@ def test_bad_spec_exits_2_with_one_line_and_no_folder(fmnist_root, tmp_path, cap
 
 
 def test_pruning_study_runs_pipelines_by_seed_and_measures_them(fmnist_root, tmp_path):
-    """benchmarks.pruning.study on a tiny spec: the pipeline runs per seed, analysis.json measures every stage."""
-    from benchmarks.pruning import study as pruning_study
+    """A pruning study (``prune_pipeline`` runs, ``family: pruning``) run by the study engine on a tiny spec: the
+    pipeline runs per seed, analysis.json measures every stage; a second run skips it (finished)."""
+    from benchmarks.study import engine
 
     spec = write_spec(tmp_path / 'spec.yaml', fmnist_root, tmp_path / 'unused', methods=['magnitude', 'reinit'],
                       sparsities=[0.6])
     study = tmp_path / 'study.yaml'
     study.write_text(yaml.safe_dump({
-        'name': 'tiny', 'runs_root': str(tmp_path / 'runs'),
-        'pipelines': [{'name': 'convnet', 'spec': str(spec), 'seeds': [0, 1], 'overrides': {}}],
+        'name': 'tiny', 'runs_root': str(tmp_path / 'runs'), 'family': 'pruning', 'run_folder': '{run}/seed{seed}',
+        'seeds': [0, 1], 'runs': [{'name': 'convnet', 'kind': 'prune_pipeline', 'spec': str(spec), 'overrides': {}}],
         'compare': {'layers': {'convnet': ['conv1', 'fc1', 'fc2']}, 'images': 32, 'max_datapoints': 200},
     }))
-    assert pruning_study.main([str(study)]) == 0
+    assert engine.main([str(study)]) == 0
     for seed in (0, 1):
         analysis = json.loads((tmp_path / 'runs' / 'convnet' / f'seed{seed}' / 'analysis.json').read_text())
         stages = {s['method']: s for s in analysis['stages']}
@@ -199,22 +200,29 @@ def test_pruning_study_runs_pipelines_by_seed_and_measures_them(fmnist_root, tmp
         assert analysis['latency']['dense_ms'] > 0
     manifests = [json.loads((tmp_path / 'runs' / 'convnet' / f'seed{s}' / 'manifest.json').read_text()) for s in (0, 1)]
     assert [m['seed'] for m in manifests] == [0, 1]
+    replicas = engine.load_study(study).replicas()
+    assert all(engine.run_finished(r, r.run('convnet')) for r in replicas)
+    assert engine.run_study(replicas[1]) == {'convnet': 'finished earlier'}
 
 
-@pytest.mark.parametrize('pipeline, layers, expected', [
-    ({'name': 'convnet', 'spec': 'x.yaml', 'seeds': [0]}, {'convnet': ['conv1']}, 'pipelines[0].spec: file not found'),
-    ({'name': 'convnet', 'spec': 'yamls/pipelines/fashion_mnist/pruning_convnet.yaml', 'seeds': 0}, {}, 'pipelines[0].seeds: '
-     'expected a list of ints'),
-    ({'name': 'convnet', 'spec': 'yamls/pipelines/fashion_mnist/pruning_convnet.yaml', 'seeds': [0]}, {},
-     "compare.layers: expected the layers of pipeline 'convnet'"),
+@pytest.mark.parametrize('run, layers, expected', [
+    ({'name': 'convnet', 'kind': 'prune_pipeline', 'spec': 'x.yaml'}, {'convnet': ['conv1']},
+     'runs (convnet).spec: YAML file not found: x.yaml'),
+    ({'name': 'convnet', 'kind': 'prune_pipeline', 'spec': 'yamls/pipelines/fashion_mnist/pruning_convnet.yaml',
+      'seeds': 0}, {}, 'runs[0] (convnet).seeds: expected a list of distinct ints'),
+    ({'name': 'convnet', 'kind': 'prune_pipeline', 'spec': 'yamls/pipelines/fashion_mnist/pruning_convnet.yaml',
+      'seeds': [0]}, {}, "compare.layers: expected the layers of pipeline 'convnet'"),
+    ({'name': 'convnet', 'kind': 'prune_pipeline', 'spec': 'yamls/pipelines/fashion_mnist/pruning_convnet.yaml',
+      'overrides': {'sparsity': 0.5}}, {'convnet': ['conv1']}, "runs (convnet): unknown key 'sparsity'"),
 ])
-def test_pruning_study_bad_yaml_is_one_error_line_before_anything_runs(tmp_path, capsys, pipeline, layers, expected):
-    from benchmarks.pruning import study as pruning_study
+def test_pruning_study_bad_yaml_is_one_error_line_before_anything_runs(tmp_path, capsys, run, layers, expected):
+    from benchmarks.study import engine
 
     study = tmp_path / 'study.yaml'
-    study.write_text(yaml.safe_dump({'name': 'tiny', 'runs_root': str(tmp_path / 'runs'),
-                                     'compare': {'layers': layers}, 'pipelines': [pipeline]}))
-    assert pruning_study.main([str(study)]) == 2
+    study.write_text(yaml.safe_dump({'name': 'tiny', 'runs_root': str(tmp_path / 'runs'), 'family': 'pruning',
+                                     'run_folder': '{run}/seed{seed}', 'seeds': [0],
+                                     'compare': {'layers': layers}, 'runs': [run]}))
+    assert engine.main([str(study)]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and expected in err, err
     assert err.count('\n') == 1 and not (tmp_path / 'runs').exists()

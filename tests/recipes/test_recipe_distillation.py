@@ -128,3 +128,19 @@ def test_matryoshka_spec_errors(tmp_path):
                                          'generations': 1, 'pool': [{'ckpt': 'a.pt'}]}))
     with pytest.raises(ConfigError, match=r"unknown key 'pool\[0\].ckpt'"):
         matryoshka.load_spec(spec_file)
+
+
+def test_matryoshka_refuses_bad_pool_checkpoints_in_one_line(tmp_path, capsys):
+    """A crafted, random, empty or truncated pool checkpoint is one error line naming pool[i].checkpoint, exit 2,
+    told apart as 'unsafe' or 'not a checkpoint' (it was a torch traceback), and nothing is written."""
+    from tests.helpers.bad_checkpoints import EXPECTED, write_bad_checkpoints
+
+    for kind, path in write_bad_checkpoints(tmp_path / 'bad').items():
+        spec_file = tmp_path / 'spec.yaml'
+        spec_file.write_text(yaml.safe_dump({
+            'name': 'x', 'student_recipe': str(REPO / 'yamls/fashion_mnist/pool_random_1.yaml'), 'generations': 1,
+            'out_dir': str(tmp_path / 'out'), 'pool': [{'checkpoint': str(path)}]}))
+        assert matryoshka.main(['-f', str(spec_file)]) == 2, kind
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f'error: pool[0].checkpoint: {path} ') and EXPECTED[kind] in err, err
+        assert '\n' not in err and not (tmp_path / 'out').exists()

@@ -184,3 +184,104 @@ def test_summary_has_the_final_evaluation_when_it_runs_after_fit_end(fmnist_root
     summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
     assert len(records) == 1 and summary['n_evals'] == 1
     assert summary['final_metrics'] == records[-1]['metrics'] and 'eval/MulticlassAccuracy' in summary['final_metrics']
+
+
+def test_a_second_run_into_a_live_run_dir_is_refused_but_a_killed_runs_lock_never_blocks(fmnist_root, tmp_path,
+                                                                                          capsys):
+    """Two runs into one run_dir used to both exit 0 with their records interleaved. While one process holds the run
+    folder, another is refused in one line naming its PID, before it writes there; once the holder is killed with
+    SIGKILL, its stale lock file does not stop the rerun (autoresume) from finishing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from recipes import train
+    from tests.conftest import DEFAULT_YAML, REPO, tiny_overrides
+
+    run_dir = tmp_path / 'run'
+    holder_script = '\n'.join([
+        'import sys, time', f'sys.path.insert(0, {str(REPO)!r})', 'from pathlib import Path',
+        'from recipes.core.builders import launch, prepare', 'from tests.conftest import tiny_config',
+        f'trainer = launch(prepare(tiny_config(Path({str(fmnist_root)!r}), Path({str(run_dir)!r}))))',
+        "print('ready', flush=True)", 'time.sleep(600)'])
+    holder = subprocess.Popen([sys.executable, '-c', holder_script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    argv = ['-f', str(DEFAULT_YAML), *tiny_overrides(fmnist_root, run_dir, max_duration='1ep'), 'autoresume=true']
+    try:
+        assert holder.stdout.readline().strip() == 'ready'
+        assert train.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f'error: run_dir: {run_dir} is in use by another run (PID {holder.pid},'), err
+        assert '\n' not in err and sorted(p.name for p in run_dir.iterdir()) == ['.lock', 'checkpoints', 'config.yaml']
+        assert 'autoresume: false' in (run_dir / 'config.yaml').read_text()  # the holder's config, not overwritten
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert (run_dir / '.lock').read_text().strip() == str(holder.pid)  # a stale lock file is left behind
+    assert train.main(argv) == 0
+    assert json.loads((run_dir / 'summary.json').read_text())['finished']
+    assert (run_dir / '.lock').read_text().strip() == str(os.getpid())
+
+
+def _fill_disk_at(monkeypatch, batch: int) -> None:
+    """Make ``torch.save`` of the checkpoint at ``batch`` write some bytes and then hit a full disk (ENOSPC)."""
+    import errno
+
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if hasattr(f, 'write') and f'ba{batch}-' in str(getattr(f, 'name', '')):
+            f.write(b'\0' * 4096)
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'save', save)
+
+
+def test_a_full_disk_leaves_no_partial_checkpoint_and_the_rerun_resumes(fmnist_root, tmp_path, capsys, monkeypatch):
+    """A full disk while writing ep2-ba8-rank0.pt used to leave a partial file under that name, which blocked the
+    rerun (FileExistsError: ... may conflict with a future checkpoint). Now the write goes to a temporary name that is
+    removed, the error is one line saying 'No space left on device', and the same command resumes and finishes."""
+    from recipes import train
+    from tests.conftest import DEFAULT_YAML, tiny_overrides
+
+    run_dir = tmp_path / 'run'
+    argv = ['-f', str(DEFAULT_YAML), *tiny_overrides(fmnist_root, run_dir), 'autoresume=true']
+    with monkeypatch.context() as m:
+        _fill_disk_at(m, 8)
+        assert train.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and 'No space left on device' in err and '\n' not in err, err
+    assert sorted(p.name for p in (run_dir / 'checkpoints').iterdir()) == ['ep1-ba4-rank0.pt', 'latest-rank0.pt']
+    assert train.main(argv) == 0
+    assert json.loads((run_dir / 'summary.json').read_text())['step'] == 8
+    assert [r['step'] for r in read_records(run_dir)] == [4, 8]
+    assert (run_dir / 'checkpoints' / 'ep2-ba8-rank0.pt').is_file()
+
+
+def test_a_really_full_tmpfs_leaves_no_partial_checkpoint_and_the_rerun_resumes(fmnist_root, tmp_path, capsys):
+    """The same on a real 1 MiB tmpfs (one 0.7 MB checkpoint fits, the second does not), grown after the failure;
+    skipped only where this process may not mount one (it needs root)."""
+    import subprocess
+
+    from recipes import train
+    from tests.conftest import DEFAULT_YAML, tiny_overrides
+
+    disk = tmp_path / 'disk'
+    disk.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(disk)], capture_output=True).returncode:
+        pytest.skip('cannot mount a tmpfs here')
+    try:
+        run_dir = tmp_path / 'run'
+        argv = ['-f', str(DEFAULT_YAML), *tiny_overrides(fmnist_root, run_dir), 'autoresume=true',
+                f'save_folder={disk}']
+        assert train.main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith('error: ') and 'No space left on device' in err and '\n' not in err, err
+        assert sorted(p.name for p in disk.iterdir()) == ['ep1-ba4-rank0.pt', 'latest-rank0.pt']
+        subprocess.run(['mount', '-o', 'remount,size=8m', str(disk)], check=True)  # space freed
+        assert train.main(argv) == 0
+        assert [r['step'] for r in read_records(run_dir)] == [4, 8]
+        assert (disk / 'ep2-ba8-rank0.pt').is_file()
+    finally:
+        subprocess.run(['umount', str(disk)], check=True)

@@ -105,6 +105,17 @@ def test_drop_last_and_ranks_partition_each_global_batch() -> None:
     assert sorted(per_rank[0] + per_rank[1][:-1]) == list(range(43))
 
 
+def test_no_example_or_no_batch_is_refused() -> None:
+    # an epoch without a batch would let a run step through empty epochs forever
+    x, y = images(0)
+    with pytest.raises(ValueError, match='no example to serve'):
+        EpochBatches(InMemoryImages(x, y, MEAN, STD), 8, shuffle=True, augment=False, drop_last=False)
+    few = InMemoryImages(*images(15), MEAN, STD)
+    with pytest.raises(ValueError, match='15 examples make no batch of 8 per rank x 2 ranks with drop_last'):
+        EpochBatches(few, 8, shuffle=True, augment=False, drop_last=True, world=2)
+    assert len(EpochBatches(few, 8, shuffle=True, augment=False, drop_last=False, world=2)) == 1
+
+
 def test_subset_downsample_and_indices_select_the_same_examples(fmnist_root) -> None:
     cfg = {'dataset': 'fashion_mnist', 'path': str(fmnist_root), 'shuffle': False, 'augment': False,
            'subset': 50, 'downsample': {1: 0.5, 2: 0.2}, 'downsample_seed': 7, 'drop_last': False}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from recipes.core.builders import launch, prepare
 from recipes.core.config import load_config
@@ -20,9 +21,30 @@ from tests.helpers.tiny_data import (write_cifar, write_fashion_mnist, write_glu
                              write_text_corpus, write_tokenizer)
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPES = sorted(p for p in (REPO / 'yamls').rglob('*.yaml')
-                 if 'pipelines' not in p.relative_to(REPO / 'yamls').parts)  # yamls/pipelines/: driver specs
+PIPELINES = REPO / 'yamls' / 'pipelines'
+# A YAML's kind is its place: everything under yamls/pipelines/ is a driver spec, everything else a train.py recipe.
+RECIPES = sorted(p for p in (REPO / 'yamls').rglob('*.yaml') if not p.is_relative_to(PIPELINES))
+SPECS = sorted(PIPELINES.rglob('*.yaml'))
 TEXT = ('text_json', 'c4', 'glue')
+#: The command a driver spec is for, by its place: the GLUE folder, else the file name's prefix.
+DRIVERS = {'glue/': 'glue', 'pruning_': 'prune_pipeline', 'blockwise_': 'blockwise', 'matryoshka': 'matryoshka'}
+
+
+def driver_of(spec: Path) -> str:
+    """The driver of ``spec`` (a file under yamls/pipelines/<dataset>/) from :data:`DRIVERS`."""
+    dataset = spec.relative_to(PIPELINES).parts[0]
+    found = [d for place, d in DRIVERS.items() if f'{dataset}/' == place or spec.name.startswith(place)]
+    assert len(found) == 1, f'{spec}: no driver (or several) for its place; add it to DRIVERS'
+    return found[0]
+
+
+def driver_loader(driver: str):
+    """The driver's own spec loader."""
+    from recipes import glue, matryoshka, prune_pipeline
+    from recipes.pipelines.blockwise_config import load_blockwise
+
+    return {'glue': glue.load_spec, 'prune_pipeline': prune_pipeline.load_spec, 'matryoshka': matryoshka.load_spec,
+            'blockwise': load_blockwise}[driver]
 
 
 @pytest.fixture(scope='module')
@@ -125,3 +147,33 @@ def test_recipe_builds_and_trains(recipe: Path, tiny_roots, tmp_path):
             assert isinstance(loss, dict) and {'total', 'ce', 'kd'} <= set(loss)
         else:
             assert isinstance(loss, torch.Tensor)
+
+
+def test_every_yaml_is_a_recipe_or_a_driver_spec_by_its_place():
+    assert RECIPES and SPECS and not set(RECIPES) & set(SPECS)
+    assert {driver_of(spec) for spec in SPECS} == set(DRIVERS.values())
+    for recipe in RECIPES:  # a driver spec outside yamls/pipelines/ would be trained as a recipe and fail above
+        assert not any(recipe.name.startswith(p) for p in DRIVERS if not p.endswith('/')), recipe
+
+
+@pytest.mark.parametrize('spec', SPECS, ids=lambda p: str(p.relative_to(PIPELINES)))
+def test_driver_spec_loads_with_its_drivers_loader(spec: Path, tmp_path):
+    """Each spec through its own driver's loader (schema, ``base:``, referenced recipes), with the files it needs
+    that a checkout lacks (data, a pre-trained checkpoint) replaced by tiny stand-ins of the same kind."""
+    driver, path, overrides = driver_of(spec), spec, []
+    if driver == 'blockwise':  # its loader checks the teacher recipe's data: a tiny copy in the real format
+        dataset = spec.relative_to(PIPELINES).parts[0]
+        data = tmp_path / 'data'
+        if dataset == 'fashion_mnist':
+            write_fashion_mnist(data, n_train=8, n_test=8)
+        else:
+            write_cifar(data, name=dataset, n_train=10, n_test=10)
+        path = tmp_path / 'spec.yaml'
+        path.write_text(yaml.safe_dump({'base': str(spec), 'teacher': {'overrides': {
+            'train_loader.path': str(data), 'eval_loader.path': str(data)}}}))
+    if driver == 'glue':  # the pre-trained MLM checkpoint it fine-tunes
+        checkpoint = tmp_path / 'mlm.pt'
+        torch.save({'state': {'model': {}}}, checkpoint)
+        overrides = [f'pretrained={checkpoint}']
+    loaded = driver_loader(driver)(path, overrides)
+    assert isinstance(loaded, dict) and loaded

@@ -31,29 +31,38 @@ import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import MISSING
 from torch.utils.data import Dataset
 
-from recipes.core.config import REQUIRED
-from recipes.data.registry import COMMON_OPTIONS, DatasetSpec, register_dataset, resolve_options
+from recipes.data.registry import CommonOptions, DatasetSpec, register_dataset, resolve_options
 from recipes.core.errors import ConfigError
 from recipes.data.text.glue_tasks import HUB_PATH, TASKS, GlueTask, get_task
 from recipes.data.text.text_data import check_text_fits
 from recipes.data.text.tokenizer import load_tokenizer
 
-__all__ = ['GLUE_OPTIONS', 'GlueExamples', 'GlueCollator', 'check_glue_loader', 'check_loader_config', 'glue_examples',
+__all__ = ['GlueOptions', 'GlueExamples', 'GlueCollator', 'check_glue_loader', 'check_loader_config', 'glue_examples',
            'local_file', 'read_local', 'tokenize', 'MIN_SEQ_LEN']
 
 log = logging.getLogger(__name__)
 
 SOURCES = ('hub', 'local')
 MIN_SEQ_LEN = 8
-GLUE_OPTIONS = {**COMMON_OPTIONS, 'task': ((str,), REQUIRED), 'source': ((str,), 'hub'),
-                'tokenizer': ((str,), REQUIRED),
-                'max_seq_len': ((int,), 128), 'hf_path': ((str,), HUB_PATH)}
+
+
+@dataclass
+class GlueOptions(CommonOptions):
+    task: str = MISSING
+    source: str = 'hub'
+    tokenizer: str = MISSING
+    max_seq_len: int = 128
+    hf_path: str = HUB_PATH
+
+
 _ALL_SPLITS = tuple(dict.fromkeys(s for t in TASKS.values() for s in t.splits))
 _PREPARE = {'sst2': ' (the SST-2-style task: `python -m recipes.prepare_data rotten_tomatoes --out data`)'}
 
@@ -259,6 +268,6 @@ def _check(opts: Mapping[str, Any], key: str) -> None:
 
 # The files depend on the task: ``check`` looks for them. ``fits``: max_seq_len within the model's positions, the
 # tokenizer within its vocabulary (the masked-LM datasets' check).
-GLUE_SPEC = DatasetSpec(GLUE_OPTIONS, _build, lambda path, split: [], splits=_ALL_SPLITS, collate=_collate,
+GLUE_SPEC = DatasetSpec(GlueOptions, _build, lambda path, split: [], splits=_ALL_SPLITS, collate=_collate,
                         check=_check, fits=check_text_fits)
 register_dataset('glue', GLUE_SPEC)

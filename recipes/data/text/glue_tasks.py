@@ -26,13 +26,14 @@ task scores (:func:`task_score`, :func:`glue_score`).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torchmetrics import Metric
-from torchmetrics.classification import BinaryF1Score, BinaryMatthewsCorrCoef, MulticlassAccuracy
+from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 __all__ = ['GlueTask', 'TASKS', 'get_task', 'Accuracy', 'F1', 'MatthewsCorrelation', 'PearsonCorrelation',
@@ -116,11 +117,37 @@ class F1(BinaryF1Score):
         super().update(_classes(preds), target.long())
 
 
-class MatthewsCorrelation(BinaryMatthewsCorrCoef):
-    """Matthews correlation coefficient of a binary task (CoLA), predictions by argmax; 0 when undefined."""
+class MatthewsCorrelation(Metric):
+    """Matthews correlation coefficient of a binary task (CoLA), predictions by argmax; 0 when undefined.
+
+    Equal to scikit-learn's ``matthews_corrcoef`` (the reference GLUE uses): ``(tp tn - fp fn) /
+    sqrt((tp + fp)(tp + fn)(tn + fp)(tn + fn))`` in float64 from the confusion counts, and 0 when the denominator
+    is 0 (a constant predictor or constant gold labels, as in CoLA's early checkpoints). torchmetrics'
+    ``BinaryMatthewsCorrCoef`` is not used: it gives a non-zero value there (0.5774 for all 1 on gold 1 1 1 0).
+    The four counts are metric states summed across ranks.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name in ('tp', 'fp', 'fn', 'tn'):
+            self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx='sum')
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        super().update(_classes(preds), target.long())
+        pred, gold = _classes(preds).reshape(-1).bool(), target.reshape(-1).long().bool()
+        self.tp += (pred & gold).sum()
+        self.fp += (pred & ~gold).sum()
+        self.fn += (~pred & gold).sum()
+        self.tn += (~pred & ~gold).sum()
+
+    def compute(self) -> torch.Tensor:
+        tp, fp, fn, tn = (float(c) for c in (self.tp, self.fp, self.fn, self.tn))
+        denominator = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+        value = 0.0 if denominator == 0 else (tp * tn - fp * fn) / math.sqrt(denominator)
+        return torch.tensor(value, dtype=torch.float64)
 
 
 class PearsonCorrelation(PearsonCorrCoef):

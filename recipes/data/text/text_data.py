@@ -23,41 +23,39 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from omegaconf import MISSING
 from torch.utils.data import Dataset
 
-from recipes.core.config import REQUIRED
 from recipes.core.errors import ConfigError
+from recipes.data.registry import DatasetSpec, LoaderOptions, register_dataset
 from recipes.data.text.mlm_masking import mask_tokens, special_positions
 from recipes.data.tensor_data import EpochBatches, epoch_generator
 
-__all__ = ['TEXT_OPTIONS', 'MLM_OPTIONS', 'InMemoryTokens', 'TokenBatches', 'check_mlm_options', 'check_text_json',
+__all__ = ['TextJsonOptions', 'MlmOptions', 'InMemoryTokens', 'TokenBatches', 'check_mlm_options', 'check_text_json',
            'first_row_has_column', 'check_text_fits',
            'text_json_loader']
 
 log = logging.getLogger(__name__)
-NoneType = type(None)
 
-#: Options of every masked-LM dataset (also the streaming ones).
-MLM_OPTIONS: dict[str, tuple[tuple[type, ...], Any]] = {
-    'tokenizer': ((str,), REQUIRED),
-    'max_seq_len': ((int,), 128),
-    'mlm_probability': ((float,), 0.15),
-    'text_column': ((str,), 'text'),
-}
-TEXT_OPTIONS: dict[str, tuple[tuple[type, ...], Any]] = {
-    'dataset': ((str,), REQUIRED),
-    'path': ((str,), 'data/sotu'),
-    'split': ((str,), 'train'),
-    'shuffle': ((bool, NoneType), None),
-    'drop_last': ((bool, NoneType), None),
-    'subset': ((int, NoneType), None),
-    'pin_memory': ((bool, NoneType), None),
-    **MLM_OPTIONS,
-}
+
+@dataclass
+class MlmOptions(LoaderOptions):
+    """Options of every masked-LM dataset (also the streaming ones, :mod:`recipes.data.text.text_streaming`)."""
+
+    tokenizer: str = MISSING
+    max_seq_len: int = 128
+    mlm_probability: float = 0.15
+    text_column: str = 'text'
+
+
+@dataclass
+class TextJsonOptions(MlmOptions):
+    path: str = 'data/sotu'
 
 
 def check_mlm_options(opts: Mapping[str, Any], key: str) -> Any:
@@ -192,3 +190,14 @@ def text_json_loader(opts: Mapping[str, Any], batch_size: int, key: str, seed: i
              opts['split'], len(blocks), opts['max_seq_len'], device, batch_size)
     return BatchLoader(dataset, sampler, pin_memory=bool(opts['pin_memory']) and device.type == 'cpu'
                        and torch.cuda.is_available())
+
+
+def _served_by_loader(opts: Mapping[str, Any], batch_size: int | None) -> Dataset:
+    raise ConfigError(f'dataset {opts["dataset"]!r} is served as whole batches by its own loader, not as a '
+                      'per-example dataset')
+
+
+register_dataset('text_json', DatasetSpec(
+    TextJsonOptions, build=_served_by_loader, files=text_json_files, splits=('train', 'validation', 'test'),
+    check=check_text_json, fits=check_text_fits, loader=text_json_loader,
+    hint=' (run `python -m recipes.prepare_data sotu` for the offline corpus)'))

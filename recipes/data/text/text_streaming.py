@@ -45,47 +45,40 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Subset, get_worker_info
 
-from recipes.core.config import REQUIRED
-from recipes.data.registry import DatasetSpec, register_dataset
 from recipes.core.errors import ConfigError
+from recipes.core.schema import union
+from recipes.data.registry import DatasetSpec, WorkerOptions, register_dataset
 from recipes.data.text.mlm_masking import mask_tokens, special_positions
-from recipes.data.text.text_data import MLM_OPTIONS, check_mlm_options, check_text_fits
+from recipes.data.text.text_data import MlmOptions, check_mlm_options, check_text_fits
 
-__all__ = ['BlockPacker', 'MaskedBlocks', 'HFTextBlocks', 'STREAMING_OPTIONS', 'TEXT_MDS_OPTIONS', 'C4_OPTIONS',
+__all__ = ['BlockPacker', 'MaskedBlocks', 'HFTextBlocks', 'StreamingOptions', 'C4Options',
            'shard_block_len', 'mask_generator']
 
 log = logging.getLogger(__name__)
-NoneType = type(None)
 DOCS_PER_BATCH = 256  # documents tokenised per call of the fast tokenizer
 
-#: Options of both streamed datasets: ``recipes.data.registry``'s loader options that apply to text, and the masked-LM ones.
-STREAMING_OPTIONS: dict[str, tuple[tuple[type, ...], Any]] = {
-    'dataset': ((str,), REQUIRED),
-    'path': ((str,), 'data'),
-    'split': ((str,), 'train'),
-    'shuffle': ((bool, NoneType), None),
-    'drop_last': ((bool, NoneType), None),
-    'subset': ((int, NoneType), None),
-    'num_workers': ((int,), 0),
-    'pin_memory': ((bool, NoneType), None),
-    'persistent_workers': ((bool,), False),
-    **MLM_OPTIONS,
-}
-TEXT_MDS_OPTIONS = dict(STREAMING_OPTIONS)
-C4_OPTIONS = {
-    **STREAMING_OPTIONS,
-    'hf_path': ((str,), 'allenai/c4'),
-    'hf_name': ((str, NoneType), 'en'),
-    'data_files': ((str, list, dict, NoneType), None),
-    'shuffle_buffer': ((int,), 10_000),
-}
+
+
+@dataclass
+class StreamingOptions(MlmOptions, WorkerOptions):
+    """Options of both streamed datasets (``text_mds``; ``c4`` adds its own): the loader options with workers and the
+    masked-LM ones."""
+
+
+@dataclass
+class C4Options(StreamingOptions):
+    hf_path: str = 'allenai/c4'
+    hf_name: Optional[str] = 'en'
+    data_files: Any = union(str, list, dict, None)
+    shuffle_buffer: int = 10_000
 
 
 class BlockPacker:
@@ -401,10 +394,10 @@ def _c4_dataset(opts: Mapping[str, Any], batch_size: int | None, key: str = 'loa
 
 
 register_dataset('text_mds', DatasetSpec(
-    TEXT_MDS_OPTIONS, _text_mds_dataset, lambda path, split: [path / split / 'index.json'],
+    StreamingOptions, _text_mds_dataset, lambda path, split: [path / split / 'index.json'],
     splits=('train', 'validation', 'test', 'val'), shards_itself=True, needs=(('streaming', 'mosaicml-streaming'),),
     check=check_text_mds, fits=check_text_fits, loader=_loader(_text_mds_dataset),
     hint=' (convert JSON lines with `python -m recipes.text_to_mds --input ... --out <path>/<split> --tokenizer ...`)'))
 register_dataset('c4', DatasetSpec(
-    C4_OPTIONS, _c4_dataset, lambda path, split: [], splits=('train', 'validation'), shards_itself=True,
+    C4Options, _c4_dataset, lambda path, split: [], splits=('train', 'validation'), shards_itself=True,
     needs=(('datasets', 'datasets'),), check=check_c4, fits=check_text_fits, loader=_loader(_c4_dataset)))
