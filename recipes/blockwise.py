@@ -24,6 +24,7 @@ Stages (each skipped when its result exists, so running the same command again r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -191,8 +192,7 @@ class Blockwise:
         return self._layers
 
     def settings(self) -> LocalTrainingSettings:
-        keys = ('epochs', 'check_every', 'lr', 'lr_decay', 'decay_steps', 'alpha', 'max_drop')
-        return LocalTrainingSettings(**{k: self.bw[k] for k in keys})
+        return LocalTrainingSettings(**{f.name: self.bw[f.name] for f in dataclasses.fields(LocalTrainingSettings)})
 
     def _json(self, name: str) -> Any:
         return json.loads((self.run_dir / name).read_text())

@@ -9,7 +9,6 @@ Without ``-f`` it runs the embedded default, ``yamls/fashion_mnist/fast_cnn.yaml
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import sys
@@ -21,7 +20,7 @@ if str(REPO) not in sys.path:  # `composer recipes/train.py` runs this file as a
 
 from algorithms.callbacks.run_record import SUMMARY_FILE  # noqa: E402
 from recipes.core.builders import launch, prepare  # noqa: E402
-from recipes.core.cli import LOG_FORMAT, driver_args  # noqa: E402
+from recipes.core.cli import LOG_FORMAT, driver_args, run_main  # noqa: E402
 from recipes.core.config import load_config  # noqa: E402
 from recipes.core.errors import ConfigError  # noqa: E402
 
@@ -39,23 +38,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f'error: {e}\n')
         return 2
     logging.getLogger().setLevel(logging.INFO)
-    try:
-        trainer = launch(run)
-    except ConfigError as e:  # another live run holds run_dir
-        sys.stderr.write(f'error: {e}\n')
-        return 2
-    try:
-        trainer.fit()
-    except FloatingPointError as e:
-        sys.stderr.write(f'error: {e}\n')
-        return 1
-    except OSError as e:  # a full disk: one line (the partial checkpoint is gone; the same command resumes)
-        if e.errno != errno.ENOSPC:
-            raise
-        sys.stderr.write(f'error: {e.strerror}\n')
-        return 1
-    finally:
-        trainer.close()
+
+    def fit() -> None:
+        trainer = launch(run)  # a ConfigError here: another live run holds run_dir
+        try:
+            trainer.fit()
+        finally:
+            trainer.close()
+    status = run_main(fit)  # one error line for a NaN loss or a full disk (the same command then resumes)
+    if status:
+        return status
     summary = run.run_dir / SUMMARY_FILE
     log.info('config and run record: %s (record.jsonl, summary.json)', run.run_dir)
     if run.cfg['save_folder']:

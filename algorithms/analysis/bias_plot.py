@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
-from .plots import pyplot
+from .plots import pyplot, save_figure
 
 __all__ = ['EllipseParams', 'chi2_2dof_quantile', 'ellipse_params', 'bias_scatter']
 
@@ -100,9 +100,4 @@ def bias_scatter(changes: Mapping[str, tuple[Any, Any]], path: Union[str, Path],
         ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    log.info('bias scatter: %s', path)
-    return path
+    return save_figure(fig, path, 'bias scatter')

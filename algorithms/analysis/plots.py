@@ -29,6 +29,16 @@ def pyplot(what: str = 'the similarity heat-map') -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: Union[str, Path], what: str) -> Path:
+    """Write ``fig`` to ``path`` (parent folders created), close it, log ``what: path``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    pyplot().close(fig)
+    log.info('%s: %s', what, path)
+    return path
+
+
 def _as_mapping(column: Column) -> dict[str, float]:
     """``{layer: similarity}`` from such a mapping or from :func:`layer_similarity` rows."""
     if isinstance(column, Mapping):
@@ -73,9 +83,4 @@ def similarity_heatmap(columns: Mapping[str, Column], path: Union[str, Path], ti
                             color='black' if value > vmin + 0.6 * (vmax - vmin) else 'white')
     fig.colorbar(image, ax=ax, label='similarity')
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    log.info('heat-map: %s', path)
-    return path
+    return save_figure(fig, path, 'heat-map')

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from algorithms.analysis.plots import pyplot, save_figure
 from benchmarks.core.analysis import Analysis
 from benchmarks.core.records import duration_key
 
@@ -20,13 +21,7 @@ MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', '*', '<', '>', 'h', 'p')
 
 
 def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as e:  # an optional extra
-        raise ImportError('plots need matplotlib: pip install "kd-recipes[benchmarks]"') from e
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
+    return pyplot('plots (pip install "kd-recipes[benchmarks]")')
 
 
 def plot_accuracy_vs_time(a: Analysis, path: str | Path, with_teachers: bool = False) -> Path:
@@ -68,9 +63,4 @@ def plot_accuracy_vs_time(a: Analysis, path: str | Path, with_teachers: bool = F
     ax.grid(True, alpha=0.3)
     ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    log.info('wrote %s', path)
-    return path
+    return save_figure(fig, path, 'wrote')

@@ -92,14 +92,18 @@ def run_stages(stages: Sequence[Stage], logger: logging.Logger = log) -> dict[st
 
 
 def run_main(fn: Callable[[], int | None]) -> int:
-    """Run a driver's body: a ConfigError prints ``error: <message>`` and returns 2, a full disk (ENOSPC) one such
-    line and 1; otherwise ``fn``'s status."""
+    """Run a driver's body: a ConfigError prints ``error: <message>`` and returns 2; a loss that became NaN or
+    infinite (``FloatingPointError`` from the guard) and a full disk (ENOSPC) print one such line and return 1;
+    otherwise ``fn``'s status."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         return int(fn() or 0)
     except ConfigError as e:
         sys.stderr.write(f'error: {e}\n')
         return 2
+    except FloatingPointError as e:
+        sys.stderr.write(f'error: {e}\n')
+        return 1
     except OSError as e:  # a full disk: one line (no partial checkpoint is left; the same command resumes)
         if e.errno != errno.ENOSPC:
             raise

@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
+from algorithms.blockwise import LocalTrainingSettings
+
 from recipes.core.config import load_config
 from recipes.core.errors import ConfigError
 from recipes.core.schema import check_time, load_spec
@@ -40,18 +42,14 @@ class TeacherSection:
 
 
 @dataclass
-class BlockwiseSection:
+class BlockwiseSection(LocalTrainingSettings):
+    """The blockwise section: the library's local-training settings (declared once, in
+    :class:`~algorithms.blockwise.LocalTrainingSettings`) and the trainer's own keys."""
+
     mode: str = 'parallel'
     block: str = 'ds2'
     layers: Optional[list[Any]] = None
     skip_costlier: bool = True
-    epochs: int = 30
-    check_every: int = 2
-    lr: float = 2e-3
-    lr_decay: float = 0.96
-    decay_steps: int = 3000
-    alpha: float = 0.9
-    max_drop: float = 1.0
     batch_size: int = 128
     eval_batch_size: int = 1000
     val_size: int = 5000
