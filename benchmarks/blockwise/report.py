@@ -1,7 +1,7 @@
-"""Report of the blockwise study (``benchmarks/blockwise/study.py``): per teacher, the student against the teacher
-(accuracy, parameters, MACs, per layer), per-task times, the measured makespans of each schedule with speedup and
-efficiency against the 1-worker run, the makespans simulated from the measured task times for more workers, and
-energy where the machine exposes it.
+"""Report of the blockwise study (``blockwise`` runs of ``python -m benchmarks.study STUDY.yaml``): per teacher, the
+student against the teacher (accuracy, parameters, MACs, per layer), per-task times, the measured makespans of each
+schedule with speedup and efficiency against the 1-worker run, the makespans simulated from the measured task times
+for more workers, and energy where the machine exposes it.
 
     python -m benchmarks.blockwise.report runs/blockwise-study --out benchmarks/results/blockwise_fashion_mnist
     python -m benchmarks.blockwise.report benchmarks/results/blockwise_fashion_mnist \\

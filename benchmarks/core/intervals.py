@@ -6,6 +6,11 @@ deviation); with one run there is no interval (``lo = hi = None``). A claim "A >
 * **holds** when the whole interval of the difference lies on the claimed side,
 * **does not hold** when it lies wholly on the other side,
 * **within noise** when it contains zero (or, with one run, always: one run cannot separate signal from noise).
+
+A ratio (a speedup, any "times as fast") is summarised on the log scale instead (:func:`ratio_interval`): the
+t-interval of the logs of the per-seed ratios, exponentiated, around their geometric mean. A linear interval of
+ratios can go below zero (``2.31 [-0.39, 5.02]x``), which no ratio can; the log interval cannot, and it treats
+"twice as fast" and "half as fast" as equally far from 1.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-__all__ = ['Interval', 'mean_interval', 'verdict', 't_quantile', 'RULE']
+__all__ = ['Interval', 'mean_interval', 'ratio_interval', 'verdict', 't_quantile', 'RULE', 'RATIO_RULE']
 
 RULE = ('95% t-interval of the mean over seeds (mean +- t(0.975, n-1) * sd / sqrt(n)); a claim holds when the '
         "interval of its difference lies wholly on the claimed side, does not hold when wholly on the other, and is "
         'within noise when it straddles zero or when there is a single run')
+RATIO_RULE = ('a speedup, like any ratio, is summarised on the log scale: the geometric mean of the per-seed '
+              'ratios and exp of the 95% t-interval of their logs, shown as geometric mean [lo, hi] (never negative); '
+              'a claim "ratio > c" holds when lo > c')
 
 # Two-sided 95% quantiles t(0.975, df) for df = 1..30; beyond 30, the normal 1.96 is within 4%.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -42,11 +50,15 @@ class Interval:
     n: int
 
     def fmt(self, digits: int = 2, scale: float = 1.0) -> str:
-        """``'91.23 [90.80, 91.66]'`` (or ``'91.23 (1 run)'``)."""
-        m = f'{self.mean * scale:.{digits}f}'
+        """``'91.23 [90.80, 91.66]'`` (or ``'91.23 (1 run)'``); a value that rounds to zero is written ``0``, never
+        ``-0``."""
+        def num(x: float) -> str:
+            text = f'{x * scale:.{digits}f}'
+            return text[1:] if text.startswith('-') and float(text) == 0 else text
+
         if self.lo is None or self.hi is None:
-            return f'{m} (1 run)'
-        return f'{m} [{self.lo * scale:.{digits}f}, {self.hi * scale:.{digits}f}]'
+            return f'{num(self.mean)} (1 run)'
+        return f'{num(self.mean)} [{num(self.lo)}, {num(self.hi)}]'
 
 
 def mean_interval(values: Sequence[float]) -> Interval:
@@ -61,6 +73,17 @@ def mean_interval(values: Sequence[float]) -> Interval:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = t_quantile(n - 1) * sd / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
+
+
+def ratio_interval(values: Sequence[float]) -> Interval:
+    """The geometric mean of the positive ratios ``values`` and ``exp`` of the 95% t-interval of their logs (see
+    the module docstring); ``mean`` holds the geometric mean. ValueError on a ratio <= 0 (no log)."""
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if any(v <= 0 for v in values):
+        raise ValueError(f'a ratio must be positive to be summarised on the log scale, got {min(values)}')
+    logs = mean_interval([math.log(v) for v in values])
+    return Interval(math.exp(logs.mean), None if logs.lo is None else math.exp(logs.lo),
+                    None if logs.hi is None else math.exp(logs.hi), logs.n)
 
 
 def verdict(difference: Interval, claim_positive: bool = True) -> str:

@@ -20,7 +20,7 @@ import yaml
 from composer.core import Time, TimeUnit
 
 from algorithms.callbacks.run_record import (CONFIG_FILE, MACHINE_FILE, MANIFEST_FILE, RECORD_FILE, SUMMARY_FILE,
-                                            read_machines, read_records, run_finished)
+                                            read_records)
 from algorithms.common.time_strings import parse_time
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,6 @@ def _read_json(path: Path) -> Optional[dict[str, Any]]:
     except (OSError, json.JSONDecodeError) as e:
         log.warning('cannot read %s: %s', path, e)
         return None
-
-
-#: Whether the run in a folder completed: the run-folder protocol's one answer, under the name the studies use.
-is_finished = run_finished
 
 
 @dataclass
@@ -181,10 +177,6 @@ def load_manifests(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
         if manifest is not None:
             out[path.parent.relative_to(root).as_posix()] = manifest
     return out
-
-
-#: The machine sessions recorded in ``<root>/machine.json`` (empty if none): the run-folder protocol's one reader.
-load_machines = read_machines
 
 
 def copy_records(root: str | os.PathLike, dest: str | os.PathLike, names: tuple[str, ...] = SMALL_FILES) -> int:

@@ -3,8 +3,9 @@ intervals (:mod:`benchmarks.core.intervals`) and paired differences.
 
 Pairing: seed ``s`` of a run is compared with seed ``s`` of the baseline (its target is that seed's baseline final
 accuracy, its speedup that seed's baseline time over its own time-to-target) and with seed ``s`` of any other run;
-a difference's interval is the t-interval of the per-seed differences. Nothing here knows what the runs are: a
-study.s report (e.g. :mod:`benchmarks.kd.report`) picks the runs and the claims.
+a difference's interval is the t-interval of the per-seed differences. A speedup, a ratio, is summarised on the log
+scale (:func:`benchmarks.core.intervals.ratio_interval`: geometric mean [lo, hi], never negative). Nothing here
+knows what the runs are: a study's report (e.g. :mod:`benchmarks.kd.report`) picks the runs and the claims.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from benchmarks.core.analysis import Analysis, Describe, RunResult, analyse
-from benchmarks.core.intervals import Interval, mean_interval, verdict
+from benchmarks.core.intervals import Interval, mean_interval, ratio_interval, verdict
 from benchmarks.study.spec import Study, seed_root
 
-__all__ = ['Repeats', 'RunStats', 'load_repeats', 'mean_or_none', 'SPEEDUP_RULE', 'threshold_verdict']
+__all__ = ['Repeats', 'RunStats', 'load_repeats', 'mean_or_none', 'SPEEDUP_RULE', 'RATIOS', 'threshold_verdict']
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,17 @@ SPEEDUP_RULE = (
     'the run is shown as "reached in k of n seeds" with no interval, and a claim that its speedup exceeds a '
     'threshold is "within noise" (k > 0) or "does not hold" (k = 0).'
 )
+RATIOS = ('speedup', 'speedup_with_teachers')  # the RunStats fields that are ratios: log-scale intervals
 Value = Callable[[RunResult], Optional[float]]
 
 
-def mean_or_none(values: list[Optional[float]]) -> Optional[Interval]:
-    """The mean and 95% interval of ``values``, or None unless every one is present."""
+def mean_or_none(values: list[Optional[float]], ratio: bool = False) -> Optional[Interval]:
+    """The mean and 95% interval of ``values`` (of a ``ratio``: the geometric mean and the log-scale interval,
+    :func:`benchmarks.core.intervals.ratio_interval`), or None unless every one is present."""
     present = [v for v in values if v is not None]
-    return mean_interval(present) if present and len(present) == len(values) else None
+    if not present or len(present) != len(values):
+        return None
+    return ratio_interval(present) if ratio else mean_interval(present)
 
 
 @dataclass
@@ -67,8 +72,9 @@ class RunStats:
         return sum(t is not None for t in self.time_to_target)
 
     def interval(self, field: str) -> Optional[Interval]:
-        """The mean and 95% interval of ``field`` over the seeds, or None unless every seed has a value."""
-        return mean_or_none(getattr(self, field))
+        """The mean and 95% interval of ``field`` over the seeds (a speedup, :data:`RATIOS`: geometric mean and
+        log-scale interval), or None unless every seed has a value."""
+        return mean_or_none(getattr(self, field), ratio=field in RATIOS)
 
 
 @dataclass
@@ -142,14 +148,16 @@ def load_repeats(study: Study, runs_root: str, teachers_root: Optional[str] = No
 
 
 def threshold_verdict(stats: RunStats, field: str, threshold: float) -> tuple[str, Optional[Interval]]:
-    """The verdict on "``field`` (a speedup) > ``threshold``" by :data:`SPEEDUP_RULE`, and the interval used."""
+    """The verdict on "``field`` (a speedup) > ``threshold``" by :data:`SPEEDUP_RULE`, and the interval used: the
+    log-scale one (:func:`benchmarks.core.intervals.ratio_interval`), so the claim holds when its lower end exceeds
+    ``threshold`` (the t-test of the log speedups against ``log(threshold)``)."""
     values = getattr(stats, field)
     got = [v for v in values if v is not None]
     if not got:
         return 'does not hold', None
     if len(got) < len(values):
         return 'within noise', None
-    iv = mean_interval(got)
+    iv = ratio_interval(got)
     shifted = Interval(iv.mean - threshold, None if iv.lo is None else iv.lo - threshold,
                        None if iv.hi is None else iv.hi - threshold, iv.n)
     return verdict(shifted), iv

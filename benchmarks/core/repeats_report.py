@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from benchmarks.core.intervals import RULE, Interval
+from algorithms.callbacks.machine import read_machines
+from benchmarks.core.intervals import RATIO_RULE, RULE, Interval
 from benchmarks.core.markdown import table
-from benchmarks.core.records import load_machines
 from benchmarks.core.repeats import SPEEDUP_RULE, Repeats, RunStats
 from benchmarks.core.speedup import CROSSING_RULE
 
@@ -39,7 +39,8 @@ def num(iv: Optional[Interval], digits: int = 2) -> str:
 
 
 def speed_cell(st: RunStats, field: str = 'speedup') -> str:
-    """``'1.24 [0.63, 1.84]x'`` when every seed reached the target, else ``'reached in k of n seeds'``."""
+    """``'1.22 [0.76, 1.96]x'`` (geometric mean [log-scale 95% interval]) when every seed reached the target, else
+    ``'reached in k of n seeds'``."""
     iv = st.interval(field)
     return iv.fmt(2) + 'x' if iv is not None else f'reached in {st.reached} of {st.n} seeds'
 
@@ -63,12 +64,13 @@ def run_table(r: Repeats) -> str:
 def machines_table(r: Repeats) -> str:
     """Per seed, the machine sessions its runs came from (``machine.json`` of each seed's root)."""
     rows = [[s, m.get('date'), m.get('cpu'), m.get('cores'), m.get('torch'), m.get('composer'), len(m.get('runs', []))]
-            for s, root in r.roots.items() for m in load_machines(root)]
+            for s, root in r.roots.items() for m in read_machines(root)]
     return '\n'.join(table(['seed', 'when', 'cpu', 'cores', 'torch', 'composer', 'runs'], rows))
 
 
 def rules(target: str) -> list[str]:
     """The rules paragraph: how ``target`` is set (a markdown bullet's text), the crossing rule, the interval and
-    verdict rule, the speedup rule."""
+    verdict rule, the ratio (log-scale) rule, the speedup rule."""
     return [f'- {target}', f'- **Between evaluations**: {CROSSING_RULE}',
-            f'- **Intervals and verdicts**: {RULE}. Differences between runs are paired by seed.', f'- {SPEEDUP_RULE}']
+            f'- **Intervals and verdicts**: {RULE}. Differences between runs are paired by seed.',
+            f'- **Ratios**: {RATIO_RULE}.', f'- {SPEEDUP_RULE}']

@@ -1,7 +1,7 @@
 """What every study report shares: its command line (a records folder in, a report folder out), the header that says
-how to regenerate and rerun it and on which machine it ran, and one-line errors; and what every study driver shares:
-its command line (a study YAML in, read by :func:`~benchmarks.study.spec.load_spec`), one-line errors, records
-written once (so that a study resumes).
+how to regenerate and rerun it and on which machine it ran, and one-line errors; and what a study driver besides the
+engine shares (``benchmarks.bert.study``): its command line (a study YAML in, read by
+:func:`~benchmarks.study.spec.load_study`), one-line errors, records written once (so that a study resumes).
 
 A report module defines ``build(root, out) -> list of markdown lines`` (``build(root, out, args)`` when it adds
 options of its own) and calls :func:`report_main`, the one report command line
@@ -12,8 +12,7 @@ options of its own) and calls :func:`report_main`, the one report command line
 
 Its header (:func:`header`) names the command that regenerates it from the records it copied (:func:`command`).
 
-A study driver defines ``load_study(path) -> dict`` and ``run(study, args) -> exit status`` and calls
-:func:`study_main`.
+A study driver passes ``load_study`` and its ``run(study, args) -> exit status`` to :func:`study_main`.
 """
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.core.records import load_machines
+from algorithms.callbacks.machine import read_machines
 from benchmarks.study.spec import StudyError
 from recipes.core.cli import LOG_FORMAT
 from recipes.core.errors import ConfigError
@@ -61,7 +60,7 @@ def header(title: str, regenerate: str, rerun: Optional[str] = None, root: Optio
     lines = [f'# {title}', '', f'Regenerate from the committed records: `{regenerate}`'
              + (f'; rerun the study: {rerun}.' if rerun else '.'), '']
     if sessions is None and root is not None:
-        sessions = load_machines(root)
+        sessions = read_machines(root)
     if sessions is not None:
         lines += [machine_line(sessions), '']
     return lines
@@ -113,8 +112,8 @@ def report_main(prog: str, doc: Optional[str], build: Callable[..., list[str]], 
     return 0
 
 
-def study_main(prog: str, doc: Optional[str], load: Callable[[str], dict[str, Any]],
-               run: Callable[[dict[str, Any], argparse.Namespace], Optional[int]], argv: Optional[list[str]] = None,
+def study_main(prog: str, doc: Optional[str], load: Callable[[str], Any],
+               run: Callable[[Any, argparse.Namespace], Optional[int]], argv: Optional[list[str]] = None,
                options: Optional[Callable[[argparse.ArgumentParser], Any]] = None) -> int:
     """``python -m <prog> STUDY [options]``: ``run(load(STUDY), args)``, its exit status; a
     :class:`~benchmarks.study.spec.StudyError` or a ConfigError (the YAML, a missing or unknown key, a bad entry or

@@ -6,6 +6,9 @@ taken to grow linearly in training wall-clock, so the run reaches the target at
 ``t0 + (target - a0) / (a1 - a0) * (t1 - t0)``. If the first evaluation already reaches the target, the crossing
 time is that evaluation's time (nothing is known before it). A run whose evaluations never reach the target has no
 crossing time ("not reached").
+
+Speedups are ratios: over seeds they are summarised on the log scale (geometric mean and the exponentiated
+t-interval of the logs, :func:`benchmarks.core.intervals.ratio_interval`), never by a linear mean +- t sd.
 """
 
 from __future__ import annotations

@@ -24,10 +24,11 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from algorithms.callbacks.machine import read_machines
 from benchmarks.core.intervals import Interval, verdict
 from benchmarks.kd.describe import kd_facts
 from benchmarks.core.plots import _pyplot, plot_accuracy_vs_time
-from benchmarks.core.records import copy_records, load_machines, load_runs
+from benchmarks.core.records import copy_records, load_runs
 from benchmarks.core.repeats import Repeats, load_repeats, threshold_verdict
 from benchmarks.core.repeats_report import Finding, machines_table, num, pct, rules, run_table, speed_cell
 from benchmarks.core.reporting import ReportError, command, header, report_main, write_report
@@ -70,8 +71,8 @@ def findings(r: Repeats) -> list[Finding]:
         best = ranked[0]
         v, iv = threshold_verdict(best, 'speedup', GOAL)
         out.append(Finding(f'A distilled student reaches the baseline\'s accuracy >= {GOAL:.1f}x faster (the seed: '
-                           '1.96x)', v, f'Best mean speedup: `{best.name}` {num(iv)}x (picked as the best of '
-                           f'{len(ranked)} students whose every seed reached the target: a selection, so this '
+                           '1.96x)', v, f'Best speedup (geometric mean): `{best.name}` {num(iv)}x (picked as the '
+                           f'best of {len(ranked)} students whose every seed reached the target: a selection, so this '
                            'interval is optimistic).'))
         v1, _ = threshold_verdict(best, 'speedup', 1.0)
         out.append(Finding('Distillation reaches the target faster than the baseline at all (> 1x)', v1,
@@ -159,7 +160,7 @@ def plot(r: Repeats, path: Path) -> None:
     curves = curve_names(r)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
     for i, (label, by_k) in enumerate(curves.items()):
-        color, xs, acc, acc_err, sp, sp_err, sp_x = f'C{i}', [], [], [], [], [], []
+        color, xs, acc, acc_err, sp, sp_err, sp_x = f'C{i}', [], [], [], [], [[], []], []
         for k in sorted(by_k):
             st = r.stats(by_k[k])
             if st is None or st.interval('final_acc') is None:
@@ -176,7 +177,8 @@ def plot(r: Repeats, path: Path) -> None:
             if s_iv is not None:
                 sp_x.append(k / 4)
                 sp.append(s_iv.mean)
-                sp_err.append(0 if s_iv.hi is None else s_iv.hi - s_iv.mean)
+                sp_err[0].append(0 if s_iv.lo is None else s_iv.mean - s_iv.lo)  # log-scale: asymmetric
+                sp_err[1].append(0 if s_iv.hi is None else s_iv.hi - s_iv.mean)
         ax1.errorbar(xs, acc, yerr=acc_err, marker='o', capsize=3, label=label, color=color)
         if label != 'baseline':
             ax2.errorbar(sp_x, sp, yerr=sp_err, marker='o', capsize=3, label=label, color=color)
@@ -185,7 +187,8 @@ def plot(r: Repeats, path: Path) -> None:
     ax1.set(xlabel='duration (fraction of the baseline)', ylabel='final test accuracy (%), mean and 95% CI',
             title='accuracy vs duration')
     ax2.set(xlabel='student duration (fraction of the baseline)', ylabel='time-to-target speedup',
-            title='speedup vs duration (dots: each seed that reached the target;\nbars: mean, 95% CI, when all did)')
+            title='speedup vs duration (dots: each seed that reached the target;\nbars: geometric mean, log-scale 95% '
+            'CI, when all did)')
     ax1.legend()
     ax2.legend()
     fig.tight_layout()
@@ -199,7 +202,7 @@ def render(r: Repeats, found: list[Finding], regen: str, rerun: str) -> list[str
     base = r.stats(s.baseline)
     return [
         *header(f'Long-regime Iterated Runs study `{s.name}`, {len(r.seeds)} seeds', regen, rerun,
-                sessions=[m for root in r.roots.values() for m in load_machines(root)]),
+                sessions=[m for root in r.roots.values() for m in read_machines(root)]),
         '## The study', '', s.description.strip(), '',
         '## Rules', '',
         *rules(f'**Target** per seed: the final accuracy of that seed\'s baseline `{s.baseline}`; over the seeds '

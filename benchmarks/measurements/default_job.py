@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from algorithms.callbacks.run_record import run_finished
 from benchmarks.core.intervals import RULE, mean_interval, verdict
 from benchmarks.core.markdown import table
-from benchmarks.core.records import is_finished
 from benchmarks.core.machine import machine_info
 from benchmarks.measurements.timing import REPO, emit, header, markdown, script, typed_command
 
@@ -36,7 +36,7 @@ VALIDATION = ['train_loader.subset=55000', 'eval_loader.split=train', 'eval_load
 
 
 def run_seed(recipe: str, seed: int, folder: Path, overrides: list[str]) -> dict[str, Any]:
-    if not is_finished(folder):
+    if not run_finished(folder):
         cmd = [str(REPO / '.venv/bin/composer'), 'recipes/train.py', '-f', recipe, f'seed={seed}',
                f'run_dir={folder}', 'progress_bar=false', *overrides]
         log.info('seed %d: %s', seed, ' '.join(cmd))

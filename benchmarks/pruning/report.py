@@ -21,9 +21,9 @@ import pandas as pd
 
 from benchmarks.core.intervals import RULE, Interval, mean_interval, verdict
 from benchmarks.core.markdown import frame_table, interval_cell, interval_pivot, table
-from benchmarks.pruning.study import ANALYSIS_FILE
 from benchmarks.core.records import SMALL_FILES, copy_records
 from benchmarks.core.reporting import ReportError, command, header, report_main
+from benchmarks.pruning import ANALYSIS_FILE
 
 PROG = 'benchmarks.pruning.report'
 METHODS = ('magnitude', 'iterative', 'reinit', 'random')

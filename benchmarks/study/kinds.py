@@ -23,13 +23,14 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
+
+from omegaconf import OmegaConf
 
 from algorithms.callbacks.run_record import MANIFEST_FILE, run_finished
+from benchmarks.study.spec import REPO, Study, StudyError, StudyRun
 from recipes.core.cli import dotlist, format_value
-
-if TYPE_CHECKING:
-    from benchmarks.study.spec import Study, StudyRun
+from recipes.core.schema import load_spec, merge_yaml
 
 KD = 'knowledge_distillation'
 
@@ -40,8 +41,8 @@ class Kind:
 
     module: str  # e.g. 'recipes.prune_pipeline'; the command is its file, from the repository root
     loader: str  # 'module:function' that reads the YAML with overrides (raises ConfigError), as the command does
-    overrides: Callable[['Study', 'StudyRun'], list[str]]
-    finished: Callable[['Study', 'StudyRun', Path], bool]
+    overrides: Callable[[Study, StudyRun], list[str]]
+    finished: Callable[[Study, StudyRun, Path], bool]
 
     @property
     def entry_point(self) -> str:
@@ -54,22 +55,20 @@ class Kind:
 
 def resolve_yaml(path: str) -> Path:
     """A recipe or spec path as written in a study: relative to the current folder, else to the repository root."""
-    from benchmarks.study.spec import REPO
-
     p = Path(path)
     return p if p.is_file() or p.is_absolute() else REPO / p
 
 
-def _common(study: 'Study', run: 'StudyRun') -> dict[str, Any]:
+def _common(study: Study, run: StudyRun) -> dict[str, Any]:
     return {**study.overrides, **run.overrides}
 
 
-def _folder_keys(study: 'Study', run: 'StudyRun') -> list[str]:
+def _folder_keys(study: Study, run: StudyRun) -> list[str]:
     run_dir = study.run_dir(run.name)
     return [f'run_name={study.run_name(run.name)}', f'run_dir={run_dir}']
 
 
-def _train_overrides(study: 'Study', run: 'StudyRun') -> list[str]:
+def _train_overrides(study: Study, run: StudyRun) -> list[str]:
     args = dotlist(_common(study, run))
     if run.teachers:  # every algorithm of the recipe that has teachers learns from the study's
         from recipes.core.config import load_config
@@ -83,32 +82,26 @@ def _train_overrides(study: 'Study', run: 'StudyRun') -> list[str]:
     return [*args, *_folder_keys(study, run), f'save_folder={study.run_dir(run.name)}/checkpoints', 'autoresume=true']
 
 
-def _train_finished(study: 'Study', run: 'StudyRun', folder: Path) -> bool:
+def _train_finished(study: Study, run: StudyRun, folder: Path) -> bool:
     return run_finished(folder, need_checkpoint=bool(study.family))  # a family's hook reads the trained model
 
 
-def _matryoshka_pool(study: 'Study', run: 'StudyRun') -> list[dict[str, Any]]:
+def _matryoshka_pool(study: Study, run: StudyRun) -> list[dict[str, Any]]:
     """The spec's pool as written (``base:`` followed), to pair its members' overrides with the study's teachers."""
-    from omegaconf import OmegaConf
-
-    from recipes.core.schema import merge_yaml
-
     _, cfg = merge_yaml(resolve_yaml(run.recipe), None, key=f'runs ({run.name}).spec')
     pool = OmegaConf.to_container(cfg, resolve=False).get('pool')  # type: ignore[union-attr]
     if not isinstance(pool, list):
-        from benchmarks.study.spec import StudyError
         raise StudyError(f'runs ({run.name}).spec: {run.recipe} has no pool list')
     return pool
 
 
-def _matryoshka_overrides(study: 'Study', run: 'StudyRun') -> list[str]:
+def _matryoshka_overrides(study: Study, run: StudyRun) -> list[str]:
     args = [f'name={study.run_name(run.name)}', f'out_dir={study.run_dir(run.name)}']
     if run.generations is not None:
         args.append(f'generations={run.generations}')
     if run.teachers:
         pool = _matryoshka_pool(study, run)
         if len(pool) != len(run.teachers):
-            from benchmarks.study.spec import StudyError
             raise StudyError(f'runs ({run.name}).teachers: {len(run.teachers)} teachers for a pool of {len(pool)}')
         members = [{'checkpoint': study.checkpoint(t), 'overrides': dict(m.get('overrides') or {})}
                    for t, m in zip(run.teachers, pool)]
@@ -119,7 +112,7 @@ def _matryoshka_overrides(study: 'Study', run: 'StudyRun') -> list[str]:
     return args
 
 
-def _matryoshka_finished(study: 'Study', run: 'StudyRun', folder: Path) -> bool:
+def _matryoshka_finished(study: Study, run: StudyRun, folder: Path) -> bool:
     if not (folder / MANIFEST_FILE).is_file():
         return False
     spec = KINDS['matryoshka'].load(resolve_yaml(run.recipe), run_overrides(study, run))
@@ -127,11 +120,11 @@ def _matryoshka_finished(study: 'Study', run: 'StudyRun', folder: Path) -> bool:
                for i in range(len(spec['pool'])))
 
 
-def _prune_overrides(study: 'Study', run: 'StudyRun') -> list[str]:
+def _prune_overrides(study: Study, run: StudyRun) -> list[str]:
     return [*dotlist(_common(study, run)), f'out_dir={study.run_dir(run.name)}']
 
 
-def _prune_finished(study: 'Study', run: 'StudyRun', folder: Path) -> bool:
+def _prune_finished(study: Study, run: StudyRun, folder: Path) -> bool:
     if not (folder / MANIFEST_FILE).is_file():
         return False
     from recipes.prune_pipeline import stage_configs
@@ -140,16 +133,9 @@ def _prune_finished(study: 'Study', run: 'StudyRun', folder: Path) -> bool:
     return all(run_finished(s['cfg']['run_dir'], need_checkpoint=True) for s in stage_configs(spec))
 
 
-def _blockwise_overrides(study: 'Study', run: 'StudyRun') -> list[str]:
+def _blockwise_overrides(study: Study, run: StudyRun) -> list[str]:
     args = [*dotlist(_common(study, run)), *_folder_keys(study, run)]
-    if len(run.teachers) > 1:
-        from benchmarks.study.spec import StudyError
-        raise StudyError(f'runs ({run.name}).teachers: a blockwise run has one teacher, got {len(run.teachers)}')
     if run.teachers:  # the teacher's checkpoint; a blockwise teacher's task times for bin packing
-        from omegaconf import OmegaConf
-
-        from recipes.core.schema import merge_yaml
-
         teacher = run.teachers[0]
         args.append(f'teacher.checkpoint={study.checkpoint(teacher)}')
         _, cfg = merge_yaml(resolve_yaml(run.recipe), args)  # as written: the teacher is not trained yet
@@ -159,28 +145,24 @@ def _blockwise_overrides(study: 'Study', run: 'StudyRun') -> list[str]:
     return args
 
 
-def _blockwise_finished(study: 'Study', run: 'StudyRun', folder: Path) -> bool:
+def _blockwise_finished(study: Study, run: StudyRun, folder: Path) -> bool:
     from recipes.blockwise import REPORT_FILE
 
     return (folder / REPORT_FILE).is_file()
 
 
-def _glue_overrides(study: 'Study', run: 'StudyRun') -> list[str]:
+def _glue_overrides(study: Study, run: StudyRun) -> list[str]:
     common = _common(study, run)
     seed = common.pop('seed', None)  # a GLUE spec fine-tunes each task once per seed of its list
     args = [*dotlist(common), f'name={study.run_name(run.name)}', f'out_dir={study.run_dir(run.name)}']
     if seed is not None:
         args.append(f'seeds=[{seed}]')
-    if len(run.teachers) > 1:
-        from benchmarks.study.spec import StudyError
-        raise StudyError(f'runs ({run.name}).teachers: a glue run fine-tunes one pre-trained run, got {run.teachers}')
     if run.teachers:
         args.append(f'pretrained={study.checkpoint(run.teachers[0])}')
     return args
 
 
-def _glue_finished(study: 'Study', run: 'StudyRun', folder: Path) -> bool:
-    from recipes.core.schema import load_spec
+def _glue_finished(study: Study, run: StudyRun, folder: Path) -> bool:
     from recipes.glue import RESULT_FILE, TABLE_JSON, GlueSpec
 
     if not (folder / TABLE_JSON).is_file():
@@ -203,17 +185,17 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def run_overrides(study: 'Study', run: 'StudyRun') -> list[str]:
+def run_overrides(study: Study, run: StudyRun) -> list[str]:
     """The ``key=value`` overrides that make ``run`` a member of ``study`` (see the module docstring)."""
     return KINDS[run.kind].overrides(study, run)
 
 
-def is_finished(study: 'Study', run: 'StudyRun') -> bool:
+def is_finished(study: Study, run: StudyRun) -> bool:
     """Whether ``run`` of ``study`` is finished (see the table in the module docstring)."""
     return KINDS[run.kind].finished(study, run, Path(study.run_dir(run.name)))
 
 
-def run_in_process(run: 'StudyRun', overrides: list[str]) -> None:
+def run_in_process(run: StudyRun, overrides: list[str]) -> None:
     """Run ``run`` in this process, through the same code as its printed command: a training run through
     :func:`recipes.core.cli.train_stage`, a driver through its ``main`` (a non-zero exit status raises)."""
     if run.kind == 'train':

@@ -36,7 +36,8 @@ of the study's ``seeds`` and given a ``phase`` (default 1): phase 1 of every see
 and name the runs; ``family: pruning`` calls ``benchmarks.pruning.describe.describe(study, run)`` after every run
 finishes (its measurements of the trained models, options in ``compare``).
 
-A YAML is read with the recipes' loader (:func:`recipes.core.config.load_mapping`): it may start with
+A YAML is read with the project's one spec loader (:func:`recipes.core.schema.load_spec`, schema
+:class:`StudySpec`): unknown keys (top level and in a run entry) and wrong types are one-line errors; it may start with
 ``base: other_study.yaml`` and is then merged over it (mappings such as ``overrides`` merged key by key, lists such as
 ``runs`` replaced): a smaller study for a quick check is a few lines. ``seeds: [0, 1, 2]`` repeats every run with
 each seed (:meth:`Study.replicas`); the report then gives means with 95% intervals. Tags are free labels (words) a
@@ -53,21 +54,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
+from omegaconf import MISSING
+
 from algorithms.callbacks.run_record import LATEST_CHECKPOINT as CHECKPOINT
-from recipes.core.config import load_mapping
 from recipes.core.errors import ConfigError
+from recipes.core.schema import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 #: kind -> the kinds of run it may learn from (``teachers``); the commands themselves are in ``kinds.py``.
 TEACHER_KINDS = {'train': ('train',), 'matryoshka': ('train',), 'prune_pipeline': (),
                  'blockwise': ('train', 'blockwise'), 'glue': ('train',)}
 KINDS = tuple(TEACHER_KINDS)
+#: kind -> how many teachers a run of it learns from at most (a Matryoshka run: as many as its spec's pool)
+MAX_TEACHERS = {'blockwise': 1, 'glue': 1}
+#: run key -> the one kind of run it is for
+ONLY_FOR = {'generations': 'matryoshka', 'load_from': 'train'}
 #: where a finished run of a kind keeps the final checkpoint its students read (relative to its folder)
 CHECKPOINTS = {'blockwise': f'teacher/{CHECKPOINT}'}
-STUDY_KEYS = ('name', 'runs_root', 'baseline', 'metric', 'overrides', 'runs', 'description', 'seeds', 'family',
-              'compare', 'run_folder', 'run_name')
-RUN_KEYS = ('name', 'kind', 'recipe', 'spec', 'overrides', 'teachers', 'tags', 'generations', 'description',
-            'load_from', 'seeds', 'phase')
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 
 
@@ -78,6 +81,42 @@ def seed_root(runs_root: str, seed: int) -> str:
 
 class StudyError(ValueError):
     """A study YAML that cannot be run: the message names the key and what was expected."""
+
+
+@dataclass
+class RunEntry:
+    """The schema of one entry of ``runs:`` (see the module docstring)."""
+
+    name: str = MISSING
+    kind: str = 'train'
+    recipe: Optional[str] = None  # kind train
+    spec: Optional[str] = None  # the other kinds: their driver's spec
+    overrides: dict[str, Any] = field(default_factory=dict)
+    teachers: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    generations: Optional[int] = None
+    description: str = ''
+    load_from: Optional[str] = None
+    seeds: Optional[list[int]] = None
+    phase: int = 1
+
+
+@dataclass
+class StudySpec:
+    """The schema of a study YAML (see the module docstring)."""
+
+    name: str = MISSING
+    runs_root: Optional[str] = None  # default: runs/study-<name>
+    baseline: Optional[str] = None
+    metric: str = 'eval/MulticlassAccuracy'
+    overrides: dict[str, Any] = field(default_factory=dict)
+    runs: list[RunEntry] = MISSING
+    description: str = ''
+    seeds: list[int] = field(default_factory=list)
+    family: Optional[str] = None
+    compare: dict[str, Any] = field(default_factory=dict)
+    run_folder: str = '{run}'
+    run_name: str = '{replica}-{run}'
 
 
 @dataclass
@@ -165,39 +204,19 @@ class Study:
         return self.run_name_format.format(replica=self.name, name=self.base, run=name, seed=self.seed)
 
 
-def load_spec(path: str | os.PathLike, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A study YAML of another schema (the pruning, bias and blockwise studies) read with the recipes' loader
-    (``base:`` merged as for recipes, interpolations resolved), its top-level keys checked: a :class:`StudyError`
-    naming the first missing or unknown key."""
-    try:
-        data = load_mapping(path, key='study')
-    except ConfigError as e:
-        raise StudyError(str(e)) from None
-    allowed = (*required, *optional)
-    for key in data:
-        if key not in allowed:
-            raise StudyError(f"{path}: unknown key '{key}'; allowed: {', '.join(allowed)}")
-    for key in required:
-        if key not in data:
-            raise StudyError(f"{path}: missing required key '{key}'")
-    return data
+def _positive(key: str, value: int) -> None:
+    if value < 1:
+        raise StudyError(f'{key}: expected a positive int, got {value}')
 
 
-def _expect(key: str, value: Any, types: tuple[type, ...], what: str) -> None:
-    if not isinstance(value, types) or isinstance(value, bool):
-        raise StudyError(f'{key}: expected {what}, got {value!r}')
+def _distinct(key: str, values: list[int]) -> list[int]:
+    if len(set(values)) != len(values):
+        raise StudyError(f'{key}: expected a list of distinct ints, got {values!r}')
+    return list(values)
 
 
-def _ints(key: str, value: Any) -> list[int]:
-    _expect(key, value, (list,), 'a list of distinct ints')
-    if len(set(value)) != len(value) or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
-        raise StudyError(f'{key}: expected a list of distinct ints, got {value!r}')
-    return list(value)
-
-
-def _format(key: str, value: Any, fields: tuple[str, ...]) -> str:
+def _format(key: str, value: str, fields: tuple[str, ...]) -> str:
     """A ``run_folder`` / ``run_name`` pattern: a string whose only ``{fields}`` are ``fields``."""
-    _expect(key, value, (str,), 'a string')
     try:
         used = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
     except ValueError as e:
@@ -208,93 +227,68 @@ def _format(key: str, value: Any, fields: tuple[str, ...]) -> str:
     return value
 
 
-def _parse_run(i: int, entry: Any) -> StudyRun:
-    where = f'runs[{i}]'
-    _expect(where, entry, (dict,), 'a mapping')
-    for key in entry:
-        if key not in RUN_KEYS:
-            raise StudyError(f"unknown key '{where}.{key}'; allowed: {', '.join(RUN_KEYS)}")
-    name = entry.get('name')
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise StudyError(f'{where}.name: expected a folder-safe name (letters, digits, _ . -), got {name!r}')
+def _run(i: int, entry: dict[str, Any]) -> StudyRun:
+    """A validated ``runs[i]`` entry (:class:`RunEntry`) as a :class:`StudyRun`: what the types do not say."""
+    name, kind = entry['name'], entry['kind']
+    if not _NAME.match(name):
+        raise StudyError(f'runs[{i}].name: expected a folder-safe name (letters, digits, _ . -), got {name!r}')
     where = f'runs[{i}] ({name})'
-    kind = entry.get('kind', 'train')
     if kind not in KINDS:
         raise StudyError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-    source_key = 'recipe' if kind == 'train' else 'spec'
-    other = 'spec' if kind == 'train' else 'recipe'
-    if other in entry:
+    source_key, other = ('recipe', 'spec') if kind == 'train' else ('spec', 'recipe')
+    if entry[other] is not None:
         raise StudyError(f"{where}.{other}: not allowed for kind {kind!r}; use '{source_key}'")
-    source = entry.get(source_key)
-    _expect(f'{where}.{source_key}', source, (str,), 'a YAML path')
-    overrides = entry.get('overrides') or {}
-    _expect(f'{where}.overrides', overrides, (dict,), 'a mapping of dotted keys to values')
-    teachers = entry.get('teachers') or []
-    _expect(f'{where}.teachers', teachers, (list,), 'a list of study run names')
-    tags = entry.get('tags') or []
-    _expect(f'{where}.tags', tags, (list,), 'a list of tags')
-    for tag in tags:
-        if not isinstance(tag, str) or not _NAME.match(tag):
-            raise StudyError(f'{where}.tags: expected words (letters, digits, _ . -), got {tag!r}')
-    generations = entry.get('generations')
-    if generations is not None:
-        if kind != 'matryoshka':
-            raise StudyError(f'{where}.generations: only for kind matryoshka')
-        _expect(f'{where}.generations', generations, (int,), 'a positive int')
-        if generations < 1:
-            raise StudyError(f'{where}.generations: expected a positive int, got {generations}')
-    load_from = entry.get('load_from')
-    if load_from is not None:
-        if kind != 'train':
-            raise StudyError(f'{where}.load_from: only for kind train')
-        _expect(f'{where}.load_from', load_from, (str,), 'a study run name')
-    seeds = entry.get('seeds')
-    phase = entry.get('phase', 1)
-    _expect(f'{where}.phase', phase, (int,), 'a positive int')
-    if phase < 1:
-        raise StudyError(f'{where}.phase: expected a positive int, got {phase}')
-    return StudyRun(name=name, recipe=source, kind=kind, overrides=dict(overrides), teachers=list(teachers),
-                    tags=list(tags), generations=generations, load_from=load_from,
-                    seeds=None if seeds is None else _ints(f'{where}.seeds', seeds), phase=phase)
+    if entry[source_key] is None:
+        raise StudyError(f'{where}.{source_key}: expected a YAML path, got None')
+    bad_tags = [t for t in entry['tags'] if not _NAME.match(t)]
+    if bad_tags:
+        raise StudyError(f'{where}.tags: expected words (letters, digits, _ . -), got {bad_tags[0]!r}')
+    for key, only in ONLY_FOR.items():
+        if entry[key] is not None and kind != only:
+            raise StudyError(f'{where}.{key}: only for kind {only}')
+    if len(entry['teachers']) > MAX_TEACHERS.get(kind, len(entry['teachers'])):
+        raise StudyError(f"{where}.teachers: a {kind} run learns from at most {MAX_TEACHERS[kind]} teacher, got "
+                         f"{entry['teachers']}")
+    if entry['generations'] is not None:
+        _positive(f'{where}.generations', entry['generations'])
+    _positive(f'{where}.phase', entry['phase'])
+    seeds = None if entry['seeds'] is None else _distinct(f'{where}.seeds', entry['seeds'])
+    return StudyRun(name=name, recipe=entry[source_key], kind=kind, overrides=entry['overrides'],
+                    teachers=entry['teachers'], tags=entry['tags'], generations=entry['generations'],
+                    load_from=entry['load_from'], seeds=seeds, phase=entry['phase'])
+
+
+def _study(data: dict[str, Any], path: Path, runs_root: Optional[str], overrides: Optional[dict[str, Any]]) -> Study:
+    """A validated study YAML (:class:`StudySpec`) as a :class:`Study`, checked (:func:`check_study`)."""
+    family = data['family']
+    if family is not None and (not _NAME.match(family)
+                               or importlib.util.find_spec(f'benchmarks.{family}.describe') is None):
+        raise StudyError(f'family: expected a folder benchmarks/<family>/ with describe.py, got {family!r}')
+    study = Study(
+        name=data['name'], runs_root=runs_root or data['runs_root'] or f"runs/study-{data['name']}",
+        baseline=data['baseline'], runs=[_run(i, entry) for i, entry in enumerate(data['runs'])],
+        metric=data['metric'], overrides={**data['overrides'], **(overrides or {})}, path=path,
+        description=data['description'], seeds=_distinct('seeds', data['seeds']), family=family,
+        compare=data['compare'], run_folder=_format('run_folder', data['run_folder'], ('run', 'seed')),
+        run_name_format=_format('run_name', data['run_name'], ('replica', 'name', 'run', 'seed')),
+    )
+    check_study(study)
+    return study
 
 
 def load_study(path: str | os.PathLike, runs_root: Optional[str] = None,
                overrides: Optional[dict[str, Any]] = None) -> Study:
-    """Read and check a study YAML; ``runs_root`` replaces the YAML's, ``overrides`` are added to its common ones."""
+    """Read and check a study YAML; ``runs_root`` replaces the YAML's, ``overrides`` are added to its common ones.
+    Every problem is one :class:`StudyError` line naming the key and the file."""
     path = Path(path)
     try:
-        data = load_mapping(path, key='study')
+        data = load_spec(path, None, StudySpec, key='study')
     except ConfigError as e:
         raise StudyError(str(e)) from None
-    for key in data:
-        if key not in STUDY_KEYS:
-            raise StudyError(f"unknown key '{key}'; allowed: {', '.join(STUDY_KEYS)}")
-    _expect('name', data.get('name'), (str,), 'a string')
-    if data.get('baseline') is not None:
-        _expect('baseline', data['baseline'], (str,), 'a string')
-    _expect('runs', data.get('runs'), (list,), 'a list of runs')
-    seeds = _ints('seeds', data.get('seeds') or [])
-    common = data.get('overrides') or {}
-    _expect('overrides', common, (dict,), 'a mapping of dotted keys to values')
-    compare = data.get('compare') or {}
-    _expect('compare', compare, (dict,), "a mapping (the family's options)")
-    family = data.get('family')
-    if family is not None:
-        _expect('family', family, (str,), 'a study family name')
-        if not _NAME.match(family) or importlib.util.find_spec(f'benchmarks.{family}.describe') is None:
-            raise StudyError(f'family: expected a folder benchmarks/<family>/ with describe.py, got {family!r}')
-    runs = [_parse_run(i, entry) for i, entry in enumerate(data['runs'])]
-    study = Study(
-        name=data['name'], runs_root=runs_root or data.get('runs_root') or f"runs/study-{data['name']}",
-        baseline=data.get('baseline'), runs=runs, metric=data.get('metric', 'eval/MulticlassAccuracy'),
-        overrides={**common, **(overrides or {})}, path=path, description=str(data.get('description') or ''),
-        seeds=seeds, family=family, compare=dict(compare),
-        run_folder=_format('run_folder', data.get('run_folder', '{run}'), ('run', 'seed')),
-        run_name_format=_format('run_name', data.get('run_name', '{replica}-{run}'),
-                                ('replica', 'name', 'run', 'seed')),
-    )
-    check_study(study)
-    return study
+    try:
+        return _study(data, path, runs_root, overrides)
+    except StudyError as e:
+        raise StudyError(f'{e} (in {path})') from None
 
 
 def check_study(study: Study) -> None:

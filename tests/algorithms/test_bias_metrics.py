@@ -17,7 +17,8 @@ from torch import nn
 
 from algorithms.analysis import (bias_metrics, bias_scatter, cev, chi2_2dof_quantile, collect_predictions,
                                  confusion_matrix, count_pies, ellipse_params, modal_labels, normalised_change,
-                                 per_class_rates, pie_disagreement, pie_modal, rates_from_confusion, sde)
+                                 per_class_rates, pie_disagreement, pie_modal, rates_from_confusion, sde,
+                                 seed_averaged_cev)
 
 # Ten examples of three classes: 4 of class 0, 4 of class 1, 2 of class 2 (negatives per class: 6, 6, 8).
 # Rows = true class, columns = predicted.
@@ -94,14 +95,18 @@ def test_cev_and_sde_by_hand():
     # dFPR = 100 (B - A)/A = [0, 100 (3/6 - 1/6)/(1/6), 100 (0 - 1/8)/(1/8)] = [0, 200, -100]
     # dFNR = [100 (1/2 - 1/4)/(1/4), 100 (0 - 1/4)/(1/4), 100 (1 - 1/2)/(1/2)] = [100, -100, 100]
     # points (0, 100), (200, -100), (-100, 100); mean (100/3, 100/3); deviations in units of 100/3:
-    # (-1, 2), (5, -4), (-4, 2) -> squared norms 5, 41, 20 -> CEV = 66 (100/3)^2 / 3 = 220000/9 = 24444.4
+    # (-1, 2), (5, -4), (-4, 2) -> squared norms 5, 41, 20 -> sum 66 (100/3)^2 = 220000/3;
+    # CEV = that / (3 points x 2 coordinates) = 110000/9 = 12222.2 (the seed's), / 3 points = 220000/9 ('points')
     # SDE = (|100 - 0| + |-100 - 200| + |100 + 100|) / 3 / sqrt(2) = 200 / sqrt(2) = 141.42
     report = bias_metrics(*pair(CM_B, CM_A), num_classes=3)
     np.testing.assert_allclose(report.d_fpr, [0.0, 200.0, -100.0], atol=1e-9)
     np.testing.assert_allclose(report.d_fnr, [100.0, -100.0, 100.0], atol=1e-9)
-    assert report.cev == pytest.approx(220000 / 9)
+    assert report.cev == pytest.approx(110000 / 9) and report.cev_average == 'points_and_coordinates'
     assert report.sde == pytest.approx(200 / math.sqrt(2))
-    assert cev(report.d_fpr, report.d_fnr) == pytest.approx(220000 / 9)
+    assert cev(report.d_fpr, report.d_fnr) == pytest.approx(110000 / 9)
+    assert cev(report.d_fpr, report.d_fnr, average='points') == pytest.approx(220000 / 9)
+    points = bias_metrics(*pair(CM_B, CM_A), num_classes=3, cev_average='points')
+    assert points.cev == pytest.approx(220000 / 9) and points.sde == report.sde
     assert sde(report.d_fpr, report.d_fnr) == pytest.approx(200 / math.sqrt(2))
     np.testing.assert_allclose(report.accuracy, [0.5, 1.0, 0.0])  # per-class recall = 1 - FNR
     np.testing.assert_allclose(report.accuracy_orig, [0.75, 0.75, 0.5])
@@ -114,12 +119,64 @@ def test_cev_and_sde_by_hand():
 
 def test_cev_and_sde_leave_out_nan_classes_and_divide_by_the_rest():
     # Class 2 left out: points (0, 0), (10, 10), (30, 30); mean (40/3, 40/3);
-    # CEV = 2 ((40/3)^2 + (10/3)^2 + (50/3)^2) / 3 = 2 * 4200/9 / 3 = 311.1; SDE = 0 (all on the diagonal).
-    assert cev([0, 10, np.nan, 30], [0, 10, 5, 30]) == pytest.approx(8400 / 27)
+    # 'points': 2 ((40/3)^2 + (10/3)^2 + (50/3)^2) / 3 = 2 * 4200/9 / 3 = 311.1, the seed's half of it (3 x 2
+    # entries); SDE = 0 (all on the diagonal).
+    assert cev([0, 10, np.nan, 30], [0, 10, 5, 30], average='points') == pytest.approx(8400 / 27)
+    assert cev([0, 10, np.nan, 30], [0, 10, 5, 30]) == pytest.approx(4200 / 27)
     assert sde([0, 10, np.nan, 30], [0, 10, 5, 30]) == 0.0
     # SDE of (0, 4) and (6, 0) with a NaN class: (4 + 6) / 2 / sqrt(2), n = 2 not 3.
     assert sde([0, 6, 1], [4, 0, np.nan]) == pytest.approx(5 / math.sqrt(2))
     assert math.isnan(cev([np.nan], [1.0])) and math.isnan(sde([np.nan], [1.0]))
+
+
+def sklearn_mean_squared_error(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """sklearn's ``mean_squared_error`` (default ``multioutput='uniform_average'``), written out: per output column
+    the mean of the squared errors over the rows, then the mean over the columns: the mean over every entry."""
+    return float(np.mean(np.mean((np.asarray(y_true) - np.asarray(y_pred)) ** 2, axis=0)))
+
+
+def seed_notebook_cev(d_fpr, d_fnr) -> float:
+    """The seed's notebook's CEV, transcribed: ``mean_squared_error`` of the ``classes x 2`` points (dFPR, dFNR)
+    against their mean point repeated for every class."""
+    points = np.stack([d_fpr, d_fnr], axis=1)
+    return sklearn_mean_squared_error(points, np.tile(points.mean(axis=0), (len(points), 1)))
+
+
+def test_cev_default_is_the_seeds_code_and_points_is_twice_it():
+    # Points (300, 100), (200, 0), (0, 400); mean (500/3, 500/3); deviations in units of 100/3: (4, -2), (1, -5),
+    # (-5, 7) -> squared norms 20, 26, 74 = 120 (100/3)^2 = 400000/3. 'points': / 3 = 44,444.44; the seed's
+    # (mean over the 3 x 2 entries): / 6 = 22,222.22. SDE = (200 + 200 + 400) / 3 / sqrt(2) = 188.56 either way.
+    d_fpr, d_fnr = [300.0, 200.0, 0.0], [100.0, 0.0, 400.0]
+    assert cev(d_fpr, d_fnr) == pytest.approx(200000 / 9) == pytest.approx(22222.22, abs=0.01)
+    assert cev(d_fpr, d_fnr, average='points_and_coordinates') == pytest.approx(200000 / 9)
+    assert cev(d_fpr, d_fnr, average='points') == pytest.approx(400000 / 9) == pytest.approx(44444.44, abs=0.01)
+    assert seed_notebook_cev(d_fpr, d_fnr) == pytest.approx(cev(d_fpr, d_fnr), rel=1e-12)
+    assert sde(d_fpr, d_fnr) == pytest.approx(188.56, abs=0.005)
+    rng = np.random.default_rng(3)
+    for n in (2, 10, 100):
+        a, b = rng.normal(0, 300, n), rng.normal(50, 100, n)
+        assert cev(a, b) == pytest.approx(seed_notebook_cev(a, b), rel=1e-12)
+        assert cev(a, b, average='points') == pytest.approx(2 * seed_notebook_cev(a, b), rel=1e-12)
+    with pytest.raises(ValueError, match='average: expected one of points_and_coordinates, points'):
+        cev(d_fpr, d_fnr, average='coordinates')
+
+
+def test_seed_averaged_cev_by_hand():
+    # Compressed seeds B and A, originals A and A. Seed-averaged rates: FPR ((1/6, 1/2, 0) + (1/6, 1/6, 1/8)) / 2 =
+    # (1/6, 1/3, 1/16), FNR ((1/2, 0, 1) + (1/4, 1/4, 1/2)) / 2 = (3/8, 1/8, 3/4); the original's (1/6, 1/6, 1/8),
+    # (1/4, 1/4, 1/2). dFPR = (0, 100, -50), dFNR = (50, -50, 50); mean (50/3, 50/3); deviations in units of 50/3:
+    # (-1, 2), (5, -4), (-4, 2) -> 66 (50/3)^2 = 55000/3; the seed's CEV: / 6 = 27500/9 = 3055.6 ('points' 6111.1).
+    # The mean of per-seed CEVs instead: (110000/9 + 0) / 2 = 6111.1, twice as large.
+    preds_b, preds_a, labels = pair(CM_B, CM_A)
+    comp, orig = np.stack([preds_b, preds_a]), np.stack([preds_a, preds_a])
+    assert seed_averaged_cev(comp, orig, labels, 3) == pytest.approx(27500 / 9)
+    assert seed_averaged_cev(comp, preds_a, labels, 3) == pytest.approx(27500 / 9)  # one original, 1-D
+    assert seed_averaged_cev(comp, orig, labels, 3, average='points') == pytest.approx(55000 / 9)
+    per_seed = np.mean([bias_metrics(p, preds_a, labels, 3).cev for p in comp])
+    assert per_seed == pytest.approx(110000 / 18)
+    # One seed: the same number as bias_metrics.
+    one = bias_metrics(preds_b, preds_a, labels, 3).cev
+    assert seed_averaged_cev(preds_b, preds_a, labels, 3) == pytest.approx(one)
 
 
 def test_zero_rule_epsilon_uses_the_resolution_of_the_evaluated_set():
@@ -129,13 +186,13 @@ def test_zero_rule_epsilon_uses_the_resolution_of_the_evaluated_set():
     # the rest: dFPR = [100 (1/6 - 1/6)/(1/6), 100 (1/6 - 1/2)/(1/2)] = [0, -200/3]
     #           dFNR_0 = 100 (1/4 - 1/2)/(1/2) = -50, dFNR_2 = 100 (1/2 - 1)/1 = -50
     # points (0, -50), (-200/3, 100), (100, -50); mean (100/9, 0)
-    # CEV = ((100^2 + 700^2 + 800^2)/81 + 50^2 + 100^2 + 50^2) / 3 = (1140000/81 + 15000) / 3 = 9691.36
+    # CEV = ((100^2 + 700^2 + 800^2)/81 + 50^2 + 100^2 + 50^2) / (3 x 2) = (1140000/81 + 15000) / 6 = 4845.68
     # SDE = (50 + 500/3 + 150) / 3 / sqrt(2) = 1100/9 / sqrt(2) = 86.42
     report = bias_metrics(*pair(CM_A, CM_B), num_classes=3)
     np.testing.assert_allclose(report.d_fpr, [0.0, -200 / 3, 100.0], atol=1e-9)
     np.testing.assert_allclose(report.d_fnr, [-50.0, 100.0, -50.0], atol=1e-9)
     assert report.zero_classes == {'fpr': [2], 'fnr': [1]} and report.dropped == []
-    assert report.cev == pytest.approx((1140000 / 81 + 15000) / 3)
+    assert report.cev == pytest.approx((1140000 / 81 + 15000) / 6)
     assert report.sde == pytest.approx(1100 / 9 / math.sqrt(2))
     # A fixed epsilon instead: dFPR_2 = 100 (1/8)/0.01 = 1250, dFNR_1 = 100 (1/4)/0.01 = 2500.
     fixed = bias_metrics(*pair(CM_A, CM_B), num_classes=3, eps=0.01)

@@ -77,12 +77,15 @@ def test_the_committed_machine_files_still_read():
 
 
 def test_the_benchmarks_share_the_one_writer_and_reader(tmp_path):
-    from benchmarks.core import machine, records
+    from benchmarks.core import machine
+    from benchmarks.core.reporting import header, machine_line
+    from benchmarks.measurements import default_job
 
     machine.record_session(tmp_path, 'study-x')
     assert json.loads((tmp_path / MACHINE_FILE).read_text())['study'] == 'study-x'
-    assert records.load_machines(tmp_path) == read_machines(tmp_path) and len(read_machines(tmp_path)) == 1
-    assert records.is_finished is run_finished
+    sessions = read_machines(tmp_path)
+    assert len(sessions) == 1 and machine_line(sessions) in header('t', 'c', root=tmp_path)  # the reports read it
+    assert default_job.run_finished is run_finished
 
 
 def test_the_machine_module_imports_without_composer():

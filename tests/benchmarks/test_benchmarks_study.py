@@ -5,15 +5,18 @@ end-to-end check on tiny data (2 batches per run)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from benchmarks.study import engine as driver
 from benchmarks.study.spec import REPO, StudyError, load_study, stages
 from recipes.core.config import load_config
 from recipes.matryoshka import load_spec
+from tests.helpers.study_runs import FakeRunner, finish, tiny_overrides
 
 SPEC = """
 name: tiny-mat
@@ -47,31 +50,6 @@ runs:
   - {{name: mat, kind: matryoshka, spec: {tmp_path / 'spec.yaml'}, teachers: [teacher, teacher2], generations: 1}}
 {extra}""")
     return path
-
-
-def finish(folder: Path, finished: bool = True) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / 'summary.json').write_text(json.dumps({'finished': finished, 'train_wct_s': 1.0}))
-
-
-class FakeRunner:
-    """Records which runs were trained, with what overrides; writes a finished summary; can fail on a name."""
-
-    def __init__(self, study, fail: tuple[str, ...] = ()) -> None:
-        self.study, self.fail, self.calls = study, fail, []
-
-    def __call__(self, run, overrides: list[str]) -> None:
-        self.calls.append((run.name, overrides))
-        if run.name in self.fail:
-            raise RuntimeError('simulated failure')
-        folder = Path(self.study.run_dir(run.name))
-        if run.kind == 'train':
-            finish(folder)
-        else:
-            (folder).mkdir(parents=True, exist_ok=True)
-            (folder / 'manifest.json').write_text('{}')
-            for i in range(len(run.teachers)):
-                finish(folder / 'g1' / f'm{i}')
 
 
 @pytest.fixture
@@ -192,13 +170,45 @@ def test_overrides_make_configs_that_point_at_the_study(study, tmp_path):
      'circular teachers'),
     ('  - {name: c, recipe: x.yaml, colour: red}', "unknown key 'runs[5].colour'"),
     ('  - {name: c/d, recipe: x.yaml}', 'folder-safe name'),
+    ('  - {name: c, kind: blockwise, spec: x.yaml, teachers: [teacher, teacher2]}',
+     'runs[5] (c).teachers: a blockwise run learns from at most 1 teacher'),
+    ('  - {name: c, kind: glue, spec: x.yaml, teachers: [teacher, teacher2]}',
+     'runs[5] (c).teachers: a glue run learns from at most 1 teacher'),
+    ('  - {name: c, recipe: x.yaml, generations: 2}', 'runs[5] (c).generations: only for kind matryoshka'),
+    ('  - {name: c, kind: glue, spec: x.yaml, load_from: teacher}', 'runs[5] (c).load_from: only for kind train'),
+    ('  - {name: c, recipe: x.yaml, phase: 0}', 'runs[5] (c).phase: expected a positive int, got 0'),
+    ('  - {name: c, recipe: x.yaml, seeds: [0, 0]}', 'runs[5] (c).seeds: expected a list of distinct ints, got [0, 0]'),
+    ('  - {name: c, recipe: x.yaml, teachers: teacher}', "runs[5].teachers: expected list, got str 'teacher'"),
 ])
 def test_bad_studies_are_refused_with_a_message(tmp_path, extra, message, capsys):
     path = tiny_study(tmp_path, extra)
-    with pytest.raises(StudyError, match=message.replace('[', r'\[').replace(']', r'\]')):
+    with pytest.raises(StudyError, match=re.escape(message)):
         load_study(path)
     assert driver.main([str(path), '--print-commands']) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_study_may_extend_a_base_and_refuses_unknown_keys_in_one_line(tmp_path, capsys):
+    base = tiny_study(tmp_path)
+    small = tmp_path / 'small.yaml'
+    small.write_text(yaml.safe_dump({'base': base.name, 'name': 'small', 'runs_root': 'runs/${name}', 'seeds': [0],
+                                     'overrides': {'progress_bar': False}}))
+    s = load_study(small)
+    assert s.name == 'small' and s.runs_root == 'runs/small' and s.seeds == [0] and s.baseline == 'base'
+    assert s.overrides == {'train_loader.num_workers': 0, 'progress_bar': False}  # mappings merged key by key
+    assert [r.name for r in s.runs] == ['student', 'base', 'teacher', 'teacher2', 'mat']
+    for extra, key in (({'colour': 'red'}, 'colour'),
+                       ({'runs': [{'name': 'a', 'recipe': 'x.yaml', 'colour': 'red'}]}, 'runs[0].colour')):
+        small.write_text(yaml.safe_dump({'base': base.name, **extra}))
+        assert driver.main([str(small), '--print-commands']) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: unknown key '{key}'; allowed: ") and f'(in {small})' in err
+        assert err.count('\n') == 1
+    small.write_text(yaml.safe_dump({'name': 'no-runs'}))
+    with pytest.raises(StudyError, match=f"missing required key 'runs' \\(in {small}\\)"):
+        load_study(small)
+    with pytest.raises(StudyError, match='study: YAML file not found'):
+        load_study(tmp_path / 'none.yaml')
 
 
 def test_the_long_study_loads_and_every_config_resolves():
@@ -226,10 +236,7 @@ def test_end_to_end_on_tiny_data(tmp_path, fmnist_root: Any):
     """Really trains a teacher, a student and a one-student Matryoshka generation for 2 batches each, then reports
     on their records."""
     from benchmarks.kd.report import build
-    overrides = {'train_loader.path': str(fmnist_root), 'eval_loader.path': str(fmnist_root),
-                 'train_loader.num_workers': 0, 'eval_loader.num_workers': 0, 'global_train_batch_size': 16,
-                 'global_eval_batch_size': 32, 'max_duration': '2ba', 'eval_interval': '1ba', 'progress_bar': False,
-                 'callbacks': {}}
+    overrides = tiny_overrides(fmnist_root)
     (tmp_path / 'spec.yaml').write_text(SPEC.split('  - {checkpoint: runs/y')[0])  # a pool of one
     path = tmp_path / 'e2e.yaml'
     path.write_text(f"""

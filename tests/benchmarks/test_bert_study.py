@@ -107,9 +107,11 @@ def test_finetuned_time_to_target_and_speedup_by_hand(study_root, tmp_path):
     out = tmp_path / 'report'
     summary = build(str(root), str(study_path), str(out))
     report = (out / 'report.md').read_text()
-    mean = (s0 + s1) / 2
-    half = T1 * abs(s0 - s1) / math.sqrt(2) / math.sqrt(2)
-    assert f'{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}]x' in report
+    # a ratio: geometric mean and exp of the t-interval of the logs (sd of two logs = |l0 - l1| / sqrt(2))
+    log_mean = (math.log(s0) + math.log(s1)) / 2
+    half = T1 * abs(math.log(s0) - math.log(s1)) / math.sqrt(2) / math.sqrt(2)
+    gm, lo, hi = math.exp(log_mean), math.exp(log_mean - half), math.exp(log_mean + half)
+    assert f'{gm:.2f} [{lo:.2f}, {hi:.2f}]x' in report and gm == pytest.approx(math.sqrt(s0 * s1))
     # 1.4 is inside the interval: "within noise"
     assert "kd-kl-30 reaches the baseline's fine-tuned score >= 1.4x faster** (the seed's KD-30% on GLUE: 1.42x): " \
            '**within noise**' in report

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.study import engine as driver
-from benchmarks.core.intervals import mean_interval
+from benchmarks.core.intervals import mean_interval, ratio_interval
 from benchmarks.kd.report import build, findings, speed_cell
 from benchmarks.core.repeats import load_repeats, threshold_verdict
 from benchmarks.study.spec import StudyError, load_study
@@ -77,11 +77,13 @@ def test_replicas_interleave_seeds_with_their_own_teachers(tmp_path, repeated):
         'algorithms.knowledge_distillation.teachers']
 
 
-@pytest.mark.parametrize('seeds', ['[0, 0]', '[0, "a"]', '3'])
-def test_bad_seeds_are_refused(tmp_path, seeds):
+@pytest.mark.parametrize('seeds, message', [('[0, 0]', r'seeds: expected a list of distinct ints, got \[0, 0\]'),
+                                            ('[0, "a"]', r"seeds\[1\]: expected int, got str 'a'"),
+                                            ('3', 'seeds: expected list, got int 3')])
+def test_bad_seeds_are_refused(tmp_path, seeds, message):
     path = tmp_path / 'bad.yaml'
     path.write_text(STUDY.replace('seeds: [0, 1, 2]', f'seeds: {seeds}'))
-    with pytest.raises(StudyError, match=r'seeds: expected a list of distinct ints'):
+    with pytest.raises(StudyError, match=message):
         load_study(path)
 
 
@@ -91,11 +93,13 @@ def test_intervals_and_verdicts_by_hand(repeated):
     assert r.seeds == [0, 1, 2] and r.targets().mean == pytest.approx(0.90)
     mse = r.stats('kd-mse-2of4')
     assert mse.time_to_target == pytest.approx([20.0, 25.0, 20.0]) and mse.speedup == pytest.approx([2.5, 2.0, 2.5])
-    sp = mse.interval('speedup')
-    half = T2 * math.sqrt(((2.5 - 7 / 3) ** 2 * 2 + (2.0 - 7 / 3) ** 2) / 2) / math.sqrt(3)
-    assert sp.mean == pytest.approx(7 / 3) and sp.lo == pytest.approx(7 / 3 - half) and sp.hi == pytest.approx(
-        7 / 3 + half)
-    assert threshold_verdict(mse, 'speedup', 2.0)[0] == 'within noise'  # [1.62, 3.05] straddles 2
+    sp = mse.interval('speedup')  # a ratio: on the log scale, logs ln 2.5, ln 2, ln 2.5
+    logs = [math.log(2.5), math.log(2.0), math.log(2.5)]
+    m = sum(logs) / 3
+    half = T2 * math.sqrt(sum((v - m) ** 2 for v in logs) / 2) / math.sqrt(3)
+    assert sp.mean == pytest.approx((2.5 * 2.0 * 2.5) ** (1 / 3))  # the geometric mean, 2.32
+    assert (sp.lo, sp.hi) == (pytest.approx(math.exp(m - half)), pytest.approx(math.exp(m + half)))
+    assert threshold_verdict(mse, 'speedup', 2.0) == ('within noise', sp)  # [1.69, 3.20] straddles 2
     assert threshold_verdict(mse, 'speedup', 1.0)[0] == 'holds'
     kl = r.stats('kd-kl-2of4')
     assert kl.reached == 0 and threshold_verdict(kl, 'speedup', 1.0) == ('does not hold', None)
@@ -110,7 +114,7 @@ def test_findings_follow_the_intervals(repeated):
     root, path = repeated
     found = {f.claim: f for f in findings(load_repeats(load_study(path), str(root)))}
     goal = next(f for c, f in found.items() if c.startswith('A distilled student reaches'))
-    assert goal.verdict == 'within noise' and '`kd-mse-2of4` 2.33 [' in goal.evidence
+    assert goal.verdict == 'within noise' and '`kd-mse-2of4` 2.32 [1.69, 3.20]x' in goal.evidence
     assert found['KD-MSE at 2/4 of the duration beats the baseline trained as long'].verdict == 'holds'
     assert found['KD-KL at 2/4 of the duration beats the baseline trained as long'].verdict == 'within noise'
     teacher = found['A less accurate teacher teaches as well (its student is not worse)']
@@ -133,6 +137,35 @@ def test_report_is_written_and_regenerates_from_its_copies(repeated, tmp_path):
 def test_mean_interval_reference() -> None:
     iv = mean_interval([1.0, 2.0, 3.0])  # sd 1, se 1/sqrt(3)
     assert (iv.lo, iv.hi) == pytest.approx((2 - T2 / math.sqrt(3), 2 + T2 / math.sqrt(3)))
+
+
+def test_interval_fmt_never_writes_minus_zero() -> None:
+    from benchmarks.core.intervals import Interval
+    assert Interval(60.2, -0.4, 120.3, 3).fmt(0) == '60 [0, 120]'  # -0.4 rounds to 0, not '-0'
+    assert Interval(-3.0, -5.0, -1.0, 2).fmt(1) == '-3.0 [-5.0, -1.0]'
+
+
+def test_ratio_interval_is_exp_of_the_t_interval_of_logs_and_never_negative() -> None:
+    # By hand: ratios 2 and 8, logs ln 2 and 3 ln 2; mean 2 ln 2 (geometric mean 4); sd sqrt(2) ln 2, se ln 2;
+    # t(0.975, 1) = 12.706: interval 4 * 2^(-+12.706).
+    iv = ratio_interval([2.0, 8.0])
+    assert iv.mean == pytest.approx(4.0) and iv.n == 2
+    assert (iv.lo, iv.hi) == (pytest.approx(4 * 2 ** -12.706), pytest.approx(4 * 2 ** 12.706))
+    # Against exp of mean_interval of the logs, on the issue's kind of spread: the linear interval goes negative
+    # (no ratio can), the log-scale one does not, and it is symmetric in log: 1/x gives 1/hi, 1/lo.
+    for values in ([0.6, 2.0, 4.33], [1.1, 1.3, 1.2, 5.0], [0.2, 9.0], [2.5, 2.0, 2.5]):
+        logs = mean_interval([math.log(v) for v in values])
+        iv = ratio_interval(values)
+        assert (iv.mean, iv.lo, iv.hi) == (pytest.approx(math.exp(logs.mean)), pytest.approx(math.exp(logs.lo)),
+                                           pytest.approx(math.exp(logs.hi)))
+        assert 0 < iv.lo <= iv.mean <= iv.hi
+        inverse = ratio_interval([1 / v for v in values])
+        assert (inverse.lo, inverse.hi) == (pytest.approx(1 / iv.hi), pytest.approx(1 / iv.lo))
+    assert mean_interval([0.6, 2.0, 4.33]).lo < 0 < ratio_interval([0.6, 2.0, 4.33]).lo
+    one = ratio_interval([3.0])
+    assert (one.mean, one.lo, one.hi) == (pytest.approx(3.0), None, None)
+    with pytest.raises(ValueError, match='positive'):
+        ratio_interval([1.0, 0.0])
 
 
 def test_commands_point_the_regeneration_at_the_committed_copies():

@@ -1,6 +1,6 @@
 """The shared core of the study reports and drivers: markdown tables from frames, intervals pivoted from per-seed rows
 (against hand-computed t-intervals), the report and study command lines, the header and machine line, copying
-records, and study YAMLs read with the recipes' loader."""
+records."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from benchmarks.core.markdown import frame_table, interval_cell, interval_pivot, missing, table
 from benchmarks.core.records import copy_records
 from benchmarks.core.reporting import ReportError, header, machine_line, report_main, study_main, write_once
-from benchmarks.study.spec import StudyError, load_spec
+from benchmarks.study.spec import load_study
 
 
 def test_table_and_alignment():
@@ -130,38 +130,20 @@ def test_copy_records_copies_the_named_files_never_checkpoints(tmp_path):
     assert copy_records(dest, dest) == 0  # onto itself: nothing
 
 
-def test_load_spec_merges_a_base_and_names_missing_and_unknown_keys(tmp_path):
-    (tmp_path / 'base.yaml').write_text(yaml.safe_dump({'name': 'big', 'runs_root': 'runs/${name}', 'seeds': [0, 1, 2],
-                                                        'compare': {'images': 1000, 'keep': 0.99}}))
-    small = tmp_path / 'small.yaml'
-    small.write_text(yaml.safe_dump({'base': 'base.yaml', 'name': 'small', 'seeds': [0], 'compare': {'images': 100}}))
-    spec = load_spec(small, ('name', 'runs_root', 'compare'), ('seeds',))
-    assert spec == {'name': 'small', 'runs_root': 'runs/small', 'seeds': [0], 'compare': {'images': 100, 'keep': 0.99}}
-    with pytest.raises(StudyError, match="missing required key 'pipelines'"):
-        load_spec(small, ('name', 'pipelines'), ('runs_root', 'seeds', 'compare'))
-    with pytest.raises(StudyError, match="unknown key 'seeds'; allowed: name, runs_root, compare"):
-        load_spec(small, ('name', 'runs_root', 'compare'))
-    with pytest.raises(StudyError, match='not found'):
-        load_spec(tmp_path / 'none.yaml', ('name',))
-
-
 def test_study_main_runs_the_loaded_study_and_errors_in_one_line(tmp_path, capsys):
     path = tmp_path / 'study.yaml'
-    path.write_text(yaml.safe_dump({'name': 's'}))
+    path.write_text(yaml.safe_dump({'name': 's', 'runs': []}))
     calls = []
 
     def run(study, args):
-        calls.append((study, args.only))
+        calls.append((study.name, study.runs, args.only))
         return 3
 
-    def load(p):
-        return load_spec(p, ('name',))
-
     only = lambda p: p.add_argument('--only', nargs='+')  # noqa: E731
-    assert study_main('benchmarks.x', 'doc', load, run, [str(path), '--only', 'a'], only) == 3
-    assert calls == [({'name': 's'}, ['a'])]
-    path.write_text(yaml.safe_dump({'name': 's', 'typo': 1}))
-    assert study_main('benchmarks.x', 'doc', load, run, [str(path)], only) == 2
+    assert study_main('benchmarks.x', 'doc', load_study, run, [str(path), '--only', 'a'], only) == 3
+    assert calls == [('s', [], ['a'])]
+    path.write_text(yaml.safe_dump({'name': 's', 'runs': [], 'typo': 1}))
+    assert study_main('benchmarks.x', 'doc', load_study, run, [str(path)], only) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and "unknown key 'typo'" in err and err.count('\n') == 1
     assert len(calls) == 1

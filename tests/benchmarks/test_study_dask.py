@@ -14,13 +14,11 @@ import pytest
 from benchmarks.study import engine as driver
 from benchmarks.study.dask_cluster import parse_dask_spec, run_study_dask
 from benchmarks.study.spec import StudyError
+from tests.helpers.study_runs import tiny_overrides
 
 
 def dask_study(tmp_path: Path, data: Path) -> Path:
-    overrides = {'train_loader.path': str(data), 'eval_loader.path': str(data),
-                 'train_loader.num_workers': 0, 'eval_loader.num_workers': 0, 'global_train_batch_size': 16,
-                 'global_eval_batch_size': 32, 'max_duration': '2ba', 'eval_interval': '1ba', 'progress_bar': False,
-                 'callbacks': {}}
+    overrides = tiny_overrides(data)
     path = tmp_path / 'dask.yaml'
     path.write_text(f"""
 name: dask
