@@ -16,6 +16,9 @@ from .knowledge_distillation import KnowledgeDistillation, distillation_loss, di
 from .loss_dict import add_distillation_loss
 from .losses import IGNORE_INDEX, KD_LOSSES, kl_divergence_loss, mse_logits_loss
 from .model_io import DistillationLossFn, ModelIO, extract_logits
+from .sparse_targets import SparseTargets, sampled_targets, sparse_kl_loss, topk_probabilities, topk_targets
+from .teacher_cache import (CachedTeacher, CachedTeacherPool, TeacherCache, TeacherCacheMismatch,
+                            bytes_per_example)
 from .teacher_pool import POOL_MODES, TeacherPool, teacher_forward
 from .teachers import load_teacher_weights
 
@@ -36,4 +39,14 @@ __all__ = [
     'teacher_forward',
     'extract_logits',
     'load_teacher_weights',
+    'SparseTargets',
+    'sparse_kl_loss',
+    'topk_targets',
+    'topk_probabilities',
+    'sampled_targets',
+    'TeacherCache',
+    'CachedTeacher',
+    'CachedTeacherPool',
+    'TeacherCacheMismatch',
+    'bytes_per_example',
 ]

@@ -51,9 +51,14 @@ def kl_divergence_loss(student_logits: torch.Tensor,
         teacher_logits: the teacher's logits, same shape.
         temperature: ``T > 0``; 4 as in RepDistiller.
         mask: optional boolean tensor of shape ``logits.shape[:-1]``; only rows where it is True count.
+
+    ``teacher_logits`` may also be a teacher cache's sparse targets (top-k or sampled, one per kept row): then
+    :func:`~algorithms.distillation.sparse_targets.sparse_kl_loss` computes the KL towards them.
     """
     if temperature <= 0:
         raise ValueError(f'temperature must be > 0, got {temperature}')
+    if not isinstance(teacher_logits, torch.Tensor):  # a cache's SparseTargets (no import: this file stands alone)
+        return teacher_logits.kl_loss(student_logits, temperature, mask)
     s, t = _rows(student_logits, teacher_logits, mask)
     if s.shape[0] == 0:
         return student_logits.sum() * 0.0
@@ -74,6 +79,9 @@ def mse_logits_loss(student_logits: torch.Tensor,
     ``temperature`` is accepted so that both losses share one signature, and ignored: the MSE works on raw logits.
     """
     del temperature  # raw logits, no softening
+    if not isinstance(teacher_logits, torch.Tensor):  # a cache's SparseTargets
+        raise ValueError(f'the MSE between logits needs every teacher logit; these targets are {teacher_logits.kind} '
+                         '(use a dense cache, or the KL loss)')
     s, t = _rows(student_logits, teacher_logits, mask)
     if s.shape[0] == 0:
         return student_logits.sum() * 0.0

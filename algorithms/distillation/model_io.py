@@ -13,14 +13,18 @@ from typing import Any, Callable
 
 import torch
 
+from .sparse_targets import SparseTargets
+
 __all__ = ['ModelIO', 'DistillationLossFn', 'extract_logits']
 
 
 def extract_logits(outputs: Any) -> torch.Tensor:
     """The logits in a model's output: a tensor, an object with ``.logits`` (HF ``ModelOutput``), a mapping with a
-    ``'logits'`` key, or a tuple/list whose first element is the logits."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs
+    ``'logits'`` key, or a tuple/list whose first element is the logits. A cache's sparse targets
+    (:class:`~algorithms.distillation.sparse_targets.SparseTargets`) stand for the logits as they are: the KD losses
+    read them."""
+    if isinstance(outputs, (torch.Tensor, SparseTargets)):
+        return outputs  # type: ignore[return-value]
     logits = getattr(outputs, 'logits', None)
     if isinstance(logits, torch.Tensor):
         return logits

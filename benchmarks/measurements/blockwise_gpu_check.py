@@ -63,7 +63,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     bare_package('algorithms.distillation')
     from algorithms import blockwise as bw
 
-    vgg = load('recipes/architectures/vgg.py')
+    vgg = load('recipes/models/architectures/vgg.py')
     energy = load('algorithms/profiling/energy.py')
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     cuda = device.type == 'cuda'

@@ -31,7 +31,7 @@ KINDS = ('ce', 'kd', 'crd_kd', 'crd_kd_device_sampler')
 def build(args: argparse.Namespace, device: torch.device) -> Callable[[str], None]:
     """``block(kind)``: ``--steps`` training steps of that kind, then a wait for the device; all kinds share one
     student, teacher and pool of batches."""
-    resnets = load('recipes/architectures/cifar_resnet.py')
+    resnets = load('recipes/models/architectures/cifar_resnet.py')
     memory_mod = load('algorithms/feature_distillation/crd_memory.py')
     feature_losses = load('algorithms/feature_distillation/losses.py')
     kd_losses = load('algorithms/distillation/losses.py')

@@ -20,9 +20,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from algorithms.distillation import KnowledgeDistillation, TeacherPool
+from algorithms.distillation import CachedTeacherPool, KnowledgeDistillation, TeacherPool
 from algorithms.feature_distillation import CRD, FSP, PKT, AttentionTransfer, FitNets, SimilarityPreserving
 from algorithms.pruning import FixedMaskTraining, MagnitudePruning, RandomSparseInit, StructuredPruning
+from recipes.core.cache_replay import build_cached_pool, check_cache_fits, uses_cache
 from recipes.core.checkpoint_safety import check_checkpoint
 from recipes.core.errors import ConfigError
 from recipes.core.registry import ALGORITHMS, _runtime_types
@@ -42,8 +43,13 @@ def teacher_pool(key: str, registry: TeacherRegistry, teachers: list, pool_mode:
     :func:`recipes.core.teachers.build_teachers`); ``pool_mode``, ``k`` and ``seed`` are the
     :class:`~algorithms.distillation.TeacherPool`'s rule; ``score`` (higher is better) is needed by
     ``pool_mode: greedy_topk``, and ``score_metric`` (e.g. ``eval/MulticlassAccuracy``) takes each teacher's score
-    from the last evaluation its checkpoint recorded instead.
+    from the last evaluation its checkpoint recorded instead. Items ``{cache: DIR, ...}`` read a teacher cache
+    instead (:func:`recipes.core.cache_replay.build_cached_pool`).
     """
+    if uses_cache(teachers):
+        if score_metric is not None:
+            raise ConfigError(f'{key}.score_metric: a cache has no evaluation record; give each cache a score')
+        return build_cached_pool(f'{key}.teachers', registry, teachers, pool_mode=pool_mode, k=k, seed=seed)
     built = registry.teachers(f'{key}.teachers', teachers, score_metric)
     return built, registry.pool(built, mode=pool_mode, k=k, seed=seed)
 
@@ -128,6 +134,11 @@ class DistillationMethod:
             kw = dict(values.arguments)
             registry = kw.pop('registry')
             built, pool = teacher_pool(key, registry, **{n: kw.pop(n) for n in TEACHER_ARGUMENTS})
+            if isinstance(pool, CachedTeacherPool):
+                if self.cls is not KnowledgeDistillation:
+                    raise ConfigError(f'{key}.teachers: a teacher cache holds logits only; {name} needs the teachers '
+                                      'themselves (only knowledge_distillation reads a cache)')
+                check_cache_fits(key, registry, pool, kw['kd_loss'], kw['temperature'], kw['start'], kw['end'])
             if self.prepare is not None:
                 kw = self.prepare(key, registry, built, kw)
             try:

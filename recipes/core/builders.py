@@ -72,7 +72,7 @@ def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) 
     if cfg['scheduler'] is not None:
         schedulers.append(registry.build_named('scheduler', registry.SCHEDULERS, cfg['scheduler']))
     shape = dataset_info(cfg['train_loader']).get('input_shape')
-    teachers = TeacherRegistry(default_model=cfg['model'], student=model, input_shape=shape,
+    teachers = TeacherRegistry(default_model=cfg['model'], student=model, input_shape=shape, run_config=cfg,
                                train_size=lambda: len(build_dataset(resolve_options(cfg['train_loader']))))
     algorithms = registry.build_by_name('algorithms', algorithm_table(teachers), cfg['algorithms'])
     check_algorithms_fit(model, algorithms)

@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from algorithms.common.feature_taps import feature_shape
 
-from omegaconf import MISSING
 from torch import nn
 
 from algorithms.callbacks import checkpoint_record
@@ -30,11 +29,19 @@ from recipes.core.schema import validate
 
 @dataclass
 class TeacherSpec:
-    """One teacher of a YAML's list, written as a mapping (a plain path is ``{checkpoint: path}``)."""
+    """One teacher of a YAML's list, written as a mapping (a plain path is ``{checkpoint: path}``).
 
-    checkpoint: str = MISSING
+    ``cache: DIR`` reads the teacher's outputs from a cache (``recipes/teacher_cache.py``) instead of running it:
+    ``checkpoint`` is then optional (given, its content hash must be the cache's), and ``verify_every: N`` recomputes
+    the teachers the cache records on every N-th step, ``wait_s`` reads a cache still being produced (see
+    :mod:`recipes.core.cache_replay`)."""
+
+    checkpoint: Optional[str] = None
     model: Optional[dict[str, Any]] = None  # None: the student's model section
     score: Optional[float] = None  # higher is better; what a greedy pool ranks by
+    cache: Optional[str] = None
+    verify_every: Optional[int] = None
+    wait_s: Optional[float] = None  # read beside a producer: wait up to this long for each missing planned epoch
 
 
 @dataclass
@@ -58,6 +65,7 @@ class TeacherRegistry:
     pools: dict[str, TeacherPool] = field(default_factory=dict)
     checkpoints: list[str] = field(default_factory=list)
     train_size: Optional[Callable[[], int]] = None  # the training set's length, computed only when asked for
+    run_config: Optional[dict[str, Any]] = None  # the run's resolved config (what a teacher cache is checked against)
     _num_train: Optional[int] = None
 
     @property
@@ -91,7 +99,12 @@ class TeacherRegistry:
 def _one(key: str, spec: Union[str, dict[str, Any]], default_model: dict[str, Any], score_metric: Optional[str],
          registry: Optional[TeacherRegistry]) -> tuple[nn.Module, str, Optional[float]]:
     spec = validate({'checkpoint': spec} if isinstance(spec, str) else spec, TeacherSpec, key)
+    if any(spec[name] is not None for name in ('cache', 'verify_every', 'wait_s')):
+        raise ConfigError(f'{key}: give every teacher of a pool as a cache or none (a pool reads caches or runs '
+                          'teachers, not both)')
     path = spec['checkpoint']
+    if path is None:
+        raise ConfigError(f"missing required key '{key}.checkpoint' (or give cache: DIR, a teacher cache)")
     if not os.path.isfile(path):
         raise ConfigError(f'{key}.checkpoint: teacher checkpoint not found: {path}')
     model_cfg = spec['model'] or default_model

@@ -88,7 +88,7 @@ def classifier(name: str) -> Callable[..., ComposerClassifier]:
 
 #: Every model a recipe can name -> a builder of its ``ComposerModel``.
 COMPOSER_MODELS: dict[str, Callable[..., Any]] = {name: classifier(name) for name in MODELS}
-COMPOSER_MODELS['bert_mlm'] = bert.bert_mlm  # Hugging Face BertForMaskedLM (recipes/architectures/bert.py)
+COMPOSER_MODELS['bert_mlm'] = bert.bert_mlm  # Hugging Face BertForMaskedLM (recipes/models/architectures/bert.py)
 COMPOSER_MODELS['bert_classifier'] = bert_classifier  # BertForSequenceClassification for GLUE (recipes/models/glue_models.py)
 
 
