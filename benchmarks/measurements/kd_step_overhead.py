@@ -139,7 +139,7 @@ def report(r: dict) -> str:
     inside = 1e3 * (med['kd_1_teacher'] - med['kd_loss_only_no_teacher_forward'])
     return f"""# Per-step cost of knowledge distillation
 
-Regenerate: `.venv/bin/python benchmarks/measurements/kd_step_overhead.py` (needs `make data`).
+Regenerate: `.venv/bin/python benchmarks/measurements/kd_step_overhead.py --model {s['model']} --batch-size {s['batch_size']} --steps {s['steps']} --rounds {s['rounds']}` (needs `make data`).
 Machine: {m['cpu']} ({m['cores']} cores), {m['device']}; torch {m['torch']}, Composer {m['composer']}; {m['date']}.
 Student and teachers: `{s['model']}`, batch {s['batch_size']} of real Fashion-MNIST images (28x28) held in memory;
 {s['rounds'] - 1} measured rounds x {s['steps']} steps per configuration, interleaved (first round: warm-up).

@@ -161,24 +161,25 @@ def data_device(device: str | None) -> torch.device:
 
 
 def launch(run: PreparedRun) -> Trainer:
-    """Lock the run folder (a ConfigError if another live run holds it: :mod:`recipes.core.run_lock`), write
-    ``<run_dir>/config.yaml``, build the dataloaders and the Trainer (which resumes if asked to)."""
+    """Build the dataloaders (a loader that resolves to no example fails here, before the run folder exists), lock
+    the run folder (a ConfigError if another live run holds it: :mod:`recipes.core.run_lock`), write
+    ``<run_dir>/config.yaml`` and build the Trainer (which resumes if asked to)."""
     cfg = run.cfg
+    loaders = _dataloaders(cfg)
     lock = None
     if dist.get_global_rank() == 0:
         lock = lock_run_dir(run.run_dir)  # before anything is written into the folder
     try:
         if lock is not None:
             (run.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
-        return _trainer(run, lock)
+        return _trainer(run, loaders, lock)
     except BaseException:
         if lock is not None:
             lock.release()
         raise
 
 
-def _trainer(run: PreparedRun, lock: RunLock | None) -> Trainer:
-    cfg = run.cfg
+def _dataloaders(cfg: dict[str, Any]) -> tuple[Any, Any]:
     world, device = dist.get_world_size(), data_device(cfg['device'])
     train_dl = build_dataloader(cfg['train_loader'], cfg['global_train_batch_size'] // world, 'train_loader',
                                 seed=cfg['seed'], device=device)
@@ -186,6 +187,11 @@ def _trainer(run: PreparedRun, lock: RunLock | None) -> Trainer:
     if cfg['eval_loader'] is not None:
         eval_dl = build_dataloader(cfg['eval_loader'], cfg['global_eval_batch_size'] // world, 'eval_loader',
                                    seed=cfg['seed'], device=device)
+    return train_dl, eval_dl
+
+
+def _trainer(run: PreparedRun, loaders: tuple[Any, Any], lock: RunLock | None) -> Trainer:
+    train_dl, eval_dl = loaders
     use_weights_only_checkpoint_loading()
     use_atomic_checkpoint_writes()
     kwargs = dict(run.trainer_kwargs)

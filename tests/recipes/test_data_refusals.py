@@ -14,7 +14,7 @@ from recipes import train
 from recipes.core.errors import ConfigError
 from recipes.data.registry import CifarPickle, build_dataloader, check_data, load_cifar_batch
 from tests.conftest import REPO, tiny_overrides
-from tests.helpers.tiny_data import write_cifar, write_fashion_mnist
+from tests.helpers.tiny_data import write_cifar, write_fashion_mnist, write_imagefolder
 
 CIFAR_YAML = REPO / 'yamls' / 'cifar10' / 'convnet.yaml'
 
@@ -125,3 +125,15 @@ def test_skip_and_subset_keep_the_same_examples_as_before(fmnist_root):
     assert batch[1].tolist() == [i % 10 for i in range(10, 30)]
     per_example = next(iter(build_dataloader({**cfg, 'in_memory': False}, 64, 'train_loader')))
     assert per_example[1].tolist() == [i % 10 for i in range(10, 30)]
+
+
+def test_a_loader_refused_when_built_leaves_no_run_folder(tmp_path, fmnist_root, capsys, monkeypatch):
+    """Datasets checked only when their loader is built (ImageNet folders, MDS shards, text) fail before the run
+    folder exists: the loaders are built before the folder is locked and ``config.yaml`` written."""
+    from recipes.core import builders
+
+    def empty(cfg, batch_size, key, **kwargs):
+        raise ConfigError(f'{key}: no example to load: imagenet_folder split {cfg["split"]!r} has 0 examples')
+    monkeypatch.setattr(builders, 'build_dataloader', empty)
+    err = run_refused(tmp_path, capsys, fmnist_root)
+    assert err.startswith("error: train_loader: no example to load")
