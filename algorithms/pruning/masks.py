@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional, Union
 
 import torch
@@ -204,7 +204,8 @@ def _canonical_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dic
     return out
 
 
-def _optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
+def optimizer_list(optimizer: Any) -> list[torch.optim.Optimizer]:
+    """``None``, one optimizer or several, as a list."""
     if optimizer is None:
         return []
     if isinstance(optimizer, (list, tuple)):
@@ -227,15 +228,20 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor], optimizer: 
     """
     checked = _canonical_masks(model, masks)
     known = _all_layers(network(model))
-    optimizers = _optimizers(optimizer)
+    optimizers = optimizer_list(optimizer)
     for name, mask in checked.items():
         weight = _weight(known[name])
-        pruned = ~mask.to(device=weight.device, dtype=torch.bool)
-        weight.masked_fill_(pruned, 0)
-        for opt in optimizers:
-            for value in opt.state.get(weight, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == weight.shape:
-                    value.masked_fill_(pruned.to(value.device), 0)
+        zero_pruned(weight, ~mask.to(device=weight.device, dtype=torch.bool), optimizers)
+
+
+def zero_pruned(param: torch.Tensor, pruned: torch.Tensor, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """Zero ``param`` where ``pruned`` and the same entries of the optimizers' state of it (momentum, Adam's
+    moments), so that a pruned weight does not come back through stale state."""
+    param.masked_fill_(pruned, 0)
+    for opt in optimizers:
+        for value in opt.state.get(param, {}).values():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                value.masked_fill_(pruned.to(value.device), 0)
 
 
 @torch.no_grad()

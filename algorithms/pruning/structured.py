@@ -34,7 +34,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .masks import check_sparsity, network
+from .masks import check_sparsity, network, optimizer_list, zero_pruned
 
 __all__ = ['ChannelGroup', 'channel_groups', 'group_importance', 'filter_masks', 'apply_channel_masks',
            'mask_channel_gradients', 'filter_sparsity', 'zero_channel_masks']
@@ -197,14 +197,9 @@ def _param_masks(net: nn.Module, masks: Mapping[str, torch.Tensor]) -> list[tupl
 def apply_channel_masks(model: nn.Module, masks: Mapping[str, torch.Tensor], optimizer: Any = None) -> None:
     """Zero the pruned channels' weights and biases (conv / linear filters, norm scales and shifts) and the same
     entries of the optimizer's per-parameter state (momentum, Adam moments)."""
-    optimizers = [] if optimizer is None else list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    optimizers = optimizer_list(optimizer)
     for param, keep in _param_masks(network(model), masks):
-        pruned = ~keep.expand_as(param)
-        param.masked_fill_(pruned, 0)
-        for opt in optimizers:
-            for value in opt.state.get(param, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    value.masked_fill_(pruned.to(value.device), 0)
+        zero_pruned(param, ~keep.expand_as(param), optimizers)
 
 
 @torch.no_grad()
