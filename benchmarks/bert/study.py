@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from algorithms.callbacks.run_record import run_finished
+from algorithms.callbacks.run_record import epoch_checkpoints, run_finished
 from benchmarks.core.reporting import study_main
 from benchmarks.study.spec import REPO, Study, load_study, seed_root
 
@@ -47,13 +47,8 @@ class FinetuneJob:
 
 
 def checkpoints(run_dir: Path) -> dict[int, Path]:
-    """``{step: path}`` of a run's Composer checkpoints (``ep<e>-ba<step>-rank0.pt``)."""
-    found = {}
-    for p in (run_dir / 'checkpoints').glob('*-rank0.pt'):
-        m = _CKPT.search(p.name)
-        if m and not p.is_symlink():
-            found[int(m.group('step'))] = p
-    return found
+    """``{step: path}`` of a run's Composer checkpoints (``ep<e>-ba<step>-rank0.pt``, the run-folder protocol's)."""
+    return {int(_CKPT.search(p.name)['step']): p for p in epoch_checkpoints(run_dir)}
 
 
 def finetune_jobs(study: Study, runs_root: str, fractions: tuple[float, ...] = FRACTIONS,
@@ -78,26 +73,29 @@ def finetune_jobs(study: Study, runs_root: str, fractions: tuple[float, ...] = F
     return jobs
 
 
-def run_finetune(job: FinetuneJob, recipe: str = FINETUNE_RECIPE, extra: Optional[list[str]] = None) -> None:
-    """Fine-tune ``job``'s checkpoint with ``recipe`` (validated first; no checkpoints saved)."""
-    from recipes.core.cli import train_stage
-    from recipes.core.config import load_config
+def finetune_config(job: FinetuneJob, recipe: str = FINETUNE_RECIPE, extra: Optional[list[str]] = None) -> dict:
+    """The resolved, checked config that fine-tunes ``job``'s checkpoint with ``recipe`` (no checkpoints saved)."""
+    from recipes.core.builders import load_checked
 
     overrides = [f'model.pretrained={job.checkpoint}', f'run_dir={job.out}', 'save_folder=null',
                  f'run_name=finetune-s{job.seed}-{job.run}-ba{job.step}', f'seed={job.seed}', 'progress_bar=false',
                  *(extra or [])]
-    train_stage(load_config(REPO / recipe if not Path(recipe).is_file() else recipe, overrides))
+    return load_checked(REPO / recipe if not Path(recipe).is_file() else recipe, overrides)
 
 
 def finetune(study: Study, runs_root: str, recipe: str = FINETUNE_RECIPE, extra: Optional[list[str]] = None,
              fractions: tuple[float, ...] = FRACTIONS, runs: Optional[list[str]] = None) -> int:
-    """Run every unfinished fine-tune of the study; returns the number run."""
+    """Run every unfinished fine-tune of the study; returns the number run. Every fine-tune's config is resolved
+    and checked before the first one trains (a bad ``--set`` key or recipe fails at once, in one line)."""
+    from recipes.core.cli import train_stage
+
     jobs = finetune_jobs(study, runs_root, fractions, runs)
     todo = [j for j in jobs if not run_finished(j.out)]
+    configs = [finetune_config(job, recipe, extra) for job in todo]
     log.info('%d fine-tunes, %d to run', len(jobs), len(todo))
-    for i, job in enumerate(todo, 1):
+    for i, (job, cfg) in enumerate(zip(todo, configs), 1):
         log.info('[%d/%d] seed %d %s step %d', i, len(todo), job.seed, job.run, job.step)
-        run_finetune(job, recipe, extra)
+        train_stage(cfg)
     return len(todo)
 
 

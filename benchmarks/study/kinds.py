@@ -174,7 +174,7 @@ def _glue_finished(study: Study, run: StudyRun, folder: Path) -> bool:
 
 
 KINDS: dict[str, Kind] = {
-    'train': Kind('recipes.train', 'recipes.core.config:load_config', _train_overrides, _train_finished),
+    'train': Kind('recipes.train', 'recipes.core.builders:load_checked', _train_overrides, _train_finished),
     'matryoshka': Kind('recipes.matryoshka', 'recipes.matryoshka:load_spec', _matryoshka_overrides,
                        _matryoshka_finished),
     'prune_pipeline': Kind('recipes.prune_pipeline', 'recipes.prune_pipeline:load_spec', _prune_overrides,

@@ -8,6 +8,7 @@ algorithms, callbacks, loggers): every mistake in the YAML surfaces here as a ``
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from recipes.models import registry as models
 from recipes.core.algorithm_factories import algorithm_table
 from recipes.core.checkpoint_safety import (check_checkpoint, use_atomic_checkpoint_writes,
                                             use_weights_only_checkpoint_loading)
-from recipes.core.config import validate_top_level
+from recipes.core.config import load_config, validate_top_level
 from recipes.data.registry import (build_dataloader, build_dataset, check_data, check_model_fits_loader, dataset_info,
                           resolve_options)
 from recipes.core.errors import ConfigError
@@ -52,6 +53,28 @@ class PreparedRun:
     @property
     def run_dir(self) -> Path:
         return Path(self.cfg['run_dir'])
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """What can be checked of a resolved config without building its model or reading its data (which an earlier
+    stage may still have to produce): the top level, and the names and arguments of the optimizer, scheduler,
+    algorithms, callbacks and loggers. A driver that runs many configs calls it for every one before the first
+    trains; :func:`prepare` then checks the rest."""
+    validate_top_level(cfg, dist.get_world_size())
+    registry.check_named('optimizer', registry.OPTIMIZERS, cfg['optimizer'], takes_params=True)
+    if cfg['scheduler'] is not None:
+        registry.check_named('scheduler', registry.SCHEDULERS, cfg['scheduler'])
+    registry.check_by_name('algorithms', algorithm_table(None), cfg['algorithms'])  # type: ignore[arg-type]
+    registry.check_by_name('callbacks', registry.CALLBACKS, cfg['callbacks'])
+    registry.check_by_name('loggers', registry.LOGGERS, cfg['loggers'])
+
+
+def load_checked(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """:func:`~recipes.core.config.load_config` then :func:`check_config`: a recipe as far as it can be checked
+    without its model or data (how studies check every run before the first trains)."""
+    cfg = load_config(path, overrides)
+    check_config(cfg)
+    return cfg
 
 
 def prepare(cfg: dict[str, Any], extra_callbacks: list[Callback] | None = None) -> PreparedRun:

@@ -142,6 +142,23 @@ def build_named(key: str, table: dict[str, Callable[..., Any]], section: dict[st
     return construct(key, fn, *args, **kwargs)
 
 
+def check_named(key: str, table: dict[str, Callable[..., Any]], section: dict[str, Any],
+                takes_params: bool = False) -> None:
+    """Check ``{name: ..., **kwargs}`` (an optimizer, a scheduler) as :func:`build_named` does, without building."""
+    kwargs = dict(section)
+    check_kwargs(key, lookup(f'{key}.name', table, kwargs.pop('name', None)), kwargs,
+                 skip=('params',) if takes_params else ())
+
+
+def check_by_name(key: str, table: dict[str, Callable[..., Any]], section: dict[str, Any]) -> None:
+    """Check ``{name: kwargs-or-null, ...}`` (algorithms, callbacks, loggers) as :func:`build_by_name` does, without
+    building."""
+    for name, kwargs in section.items():
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise ConfigError(f'{key}.{name}: expected a mapping of arguments or null, got {kwargs!r}')
+        check_kwargs(f'{key}.{name}', lookup(key, table, name), kwargs or {})
+
+
 def build_by_name(key: str, table: dict[str, Callable[..., Any]], section: dict[str, Any]) -> list[Any]:
     """Build ``{name: kwargs-or-null, ...}`` (algorithms, callbacks, loggers) after checking every entry first."""
     checked = []

@@ -357,20 +357,23 @@ def test_only_a_driver_run_adds_the_unfinished_run_it_learns_from(tmp_path):
     assert [name for name, _ in runner.calls] == ['bert', 'glue']
 
 
-def test_every_run_is_checked_before_the_first_trains(tmp_path, capsys):
-    """The 2nd run's bad override key is found before the 1st run trains: one error line, exit 2, no folder."""
+@pytest.mark.parametrize('override', ['max_durration: 1ep', 'optimizer.lrr: 0.1', 'algorithms.label_smoothing.alpah: 0.1'])
+def test_every_run_is_checked_before_the_first_trains(tmp_path, capsys, override):
+    """The 2nd run's bad override key (top level, or inside a section its builder checks) is found before the 1st
+    run trains: one error line, exit 2, no folder."""
     path = tmp_path / 'bad.yaml'
     path.write_text(f"""
 name: bad
 runs_root: {tmp_path / 'R'}
 runs:
   - {{name: good, recipe: yamls/fashion_mnist/resnet8.yaml}}
-  - {{name: typo, recipe: yamls/fashion_mnist/resnet8.yaml, overrides: {{max_durration: 1ep}}}}
+  - {{name: typo, recipe: yamls/fashion_mnist/resnet8.yaml, overrides: {{{override}}}}}
 """)
     runner = FakeRunner(None)
     assert driver.main([str(path)], runner=runner) == 2
     err = capsys.readouterr().err
-    assert err.startswith('error: runs (typo): ') and 'max_durration' in err and err.count('\n') == 1
+    bad_key = override.split(':')[0].split('.')[-1]
+    assert err.startswith('error: runs (typo): ') and bad_key in err and err.count('\n') == 1, err
     assert runner.calls == [] and not (tmp_path / 'R').exists()
     assert driver.main([str(kinds_study(tmp_path, '  - {name: p2, kind: prune_pipeline, spec: ' + PRUNING +
                                          ', overrides: {methods: [prune]}}'))], runner=runner) == 2

@@ -141,3 +141,16 @@ def test_finetune_runs_each_unfinished_job_through_train_stage(study_root, monke
     assert str(first['run_dir']).endswith('seed0/finetune/kd-kl-30/ba500') and first['seed'] == 0
     assert first['save_folder'] is None and first['run_name'] == 'finetune-s0-kd-kl-30-ba500'
     assert bert_study.main([str(study_path.parent / 'missing.yaml')]) == 2
+
+
+def test_finetune_checks_every_job_before_the_first_trains(study_root, monkeypatch, capsys):
+    import recipes.core.cli as cli
+    from benchmarks.bert import study as bert_study
+
+    root, study_path = study_root
+    seen = []
+    monkeypatch.setattr(cli, 'train_stage', lambda cfg: seen.append(cfg))
+    assert bert_study.main([str(study_path), '--fractions', '0.5', '--set', 'optimizer.lrr=0.1']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and 'optimizer.lrr' in err and '\n' not in err, err
+    assert seen == []  # no fine-tune trained before the bad key was found
