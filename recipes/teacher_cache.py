@@ -18,6 +18,13 @@ share the checkout, data and ``--out``). Train from it with, in the student reci
       knowledge_distillation:
         teachers: [{cache: caches/lr0.1}]      # optional: verify_every: 100 (recomputes the teacher every 100 steps)
 
+The manifest records what production cost (``production``: :func:`production_record`): every session that wrote
+shards, with its wall-clock, the shards and examples it wrote, where (``here`` or the ``--dask`` cluster) and its
+machine (``algorithms.callbacks.machine.machine_info``), and the totals over the sessions: ``seconds`` (the producer
+command's wall-clock, start to end of its shards, summed over resumed sessions: what the cache cost a user in
+time, what the KD report amortises over its readers) and ``shard_seconds`` (each shard's own time, summed over the
+shards wherever they ran: with ``--dask`` the workers' compute, more than ``seconds`` when they run in parallel).
+
 A bad input is one ``error:`` line and exit status 2, before anything is written.
 """
 
@@ -39,6 +46,7 @@ if str(REPO) not in sys.path:  # `python recipes/teacher_cache.py` from a checko
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from algorithms.callbacks.machine import machine_info  # noqa: E402
 from algorithms.distillation import TeacherCache, TeacherPool  # noqa: E402
 from algorithms.distillation.teacher_cache import (  # noqa: E402
     FORMAT, MANIFEST, STORES, ShardWriter, bytes_per_example, encode_rows, shard_fields, write_manifest)
@@ -125,13 +133,13 @@ def teacher_logits(job_pool: TeacherPool, x: torch.Tensor, y: torch.Tensor, auto
         return job_pool.forward((x, y)).outputs.float()
 
 
-def plan(args: argparse.Namespace) -> Job:
-    """Every check, no write: the config, the teachers, the storage, the epochs and an existing ``--out``."""
+def check_options(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[int], float]:
+    """The checks that need neither the teachers nor the data: the recipe with its overrides, the storage, ``--k``,
+    the temperature, ``--chunk``, ``--epochs`` and ``--teacher-model``; ``(config, k, temperature)``."""
     cfg = load_config(args.file, args.overrides)
     if args.world_size < 1:
         raise ConfigError(f'--world-size: expected an integer >= 1, got {args.world_size}')
     validate_top_level(cfg, args.world_size)
-    check_data(cfg['train_loader'], 'train_loader')
     if args.store not in STORES:
         raise ConfigError(f'--store: expected one of {", ".join(STORES)}, got {args.store!r}')
     if args.store == 'dense' and args.k is not None:
@@ -143,12 +151,31 @@ def plan(args: argparse.Namespace) -> Job:
         raise ConfigError(f'--temperature: expected a number > 0, got {temperature}')
     if args.chunk < 1:
         raise ConfigError(f'--chunk: expected an integer >= 1, got {args.chunk}')
-    model = cfg['model']
+    if args.epochs is not None:
+        parse_epochs(args.epochs)
     if args.teacher_model is not None:
         try:
-            model = json.loads(args.teacher_model)
+            json.loads(args.teacher_model)
         except json.JSONDecodeError as e:
             raise ConfigError(f'--teacher-model: not JSON ({e})') from None
+    return cfg, k, temperature
+
+
+def load_command(path: str | Path, argv: Sequence[str]) -> dict[str, Any]:
+    """The recipe a command line ``-f path *argv`` produces a cache for, after :func:`check_options` (how a study
+    checks its teacher_cache runs before the first trains; the teachers may not be trained yet)."""
+    try:
+        args = parse_args(['-f', str(path), *argv])
+    except SystemExit:  # argparse has said what is wrong on stderr
+        raise ConfigError(f'{path}: not a valid recipes/teacher_cache.py command line: {" ".join(argv)}') from None
+    return check_options(args)[0]
+
+
+def plan(args: argparse.Namespace) -> Job:
+    """Every check, no write: the config, the teachers, the storage, the epochs and an existing ``--out``."""
+    cfg, k, temperature = check_options(args)
+    check_data(cfg['train_loader'], 'train_loader')
+    model = cfg['model'] if args.teacher_model is None else json.loads(args.teacher_model)
     built = build_teachers([{'checkpoint': c, 'model': model} for c in args.teacher], cfg['model'], key='--teacher')
     device = _device(args.device)
     dataset, samplers = replay_samplers(cfg, args.world_size, device)
@@ -199,6 +226,8 @@ def plan(args: argparse.Namespace) -> Job:
                 raise ConfigError(f'--out: {out} holds a cache of another run or storage ({name} differs); give '
                                   'another --out')
         manifest['epochs'] = sorted(set(old['epochs']) | set(epochs))
+        if isinstance(old.get('production'), dict):  # the earlier sessions' (a cache made before: none)
+            manifest['production'] = old['production']
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f'--out: {out} exists and is not a teacher cache; give an empty or new folder')
     return Job(out, manifest, epochs, dataset, samplers, pool, device, autocast, args.chunk, args.sample_power)
@@ -226,10 +255,31 @@ def produce_shard(job: Job, epoch: int, rank: int, progress: Any = None) -> int:
     return row
 
 
-def shard_task(argv: list[str], epoch: int, rank: int) -> int:
+def timed_shard(job: Job, epoch: int, rank: int, progress: Any = None) -> tuple[int, float]:
+    """:func:`produce_shard`, and the seconds it took: ``(examples, seconds)``."""
+    started = time.perf_counter()
+    examples = produce_shard(job, epoch, rank, progress)
+    return examples, time.perf_counter() - started
+
+
+def shard_task(argv: list[str], epoch: int, rank: int) -> tuple[int, float]:
     """One shard in a Dask worker: the command's own checks (against the manifest the client wrote), then the
-    shard. Module-level, so that workers import it."""
-    return produce_shard(plan(parse_args(argv)), epoch, rank)
+    shard; ``(examples, seconds of the shard)``. Module-level, so that workers import it."""
+    return timed_shard(plan(parse_args(argv)), epoch, rank)
+
+
+def production_record(old: Any, seconds: float, shard_seconds: float, shards: int, examples: int,
+                      where: str) -> dict[str, Any]:
+    """The manifest's ``production`` with this session added (``old``: the earlier sessions' record, or None):
+    ``{'seconds', 'shard_seconds', 'shards', 'examples', 'sessions': [...]}``, totals summed over the sessions (see
+    the module docstring for what each clock counts)."""
+    sessions = list(old.get('sessions') or []) if isinstance(old, dict) else []
+    sessions.append({'seconds': seconds, 'shard_seconds': shard_seconds, 'shards': shards, 'examples': examples,
+                     'where': where, 'machine': machine_info()})
+    return {'clock': 'wall-clock of the producer command, summed over its sessions (shard_seconds: summed over the '
+                     'shards, wherever they ran)',
+            **{key: sum(s[key] for s in sessions) for key in ('seconds', 'shard_seconds', 'shards', 'examples')},
+            'sessions': sessions}
 
 
 def parse_dask(text: str) -> dict[str, Any]:
@@ -260,10 +310,11 @@ def produce(job: Job, argv: Optional[Sequence[str]] = None, dask: Optional[dict[
              job.manifest['store'], job.manifest['k'], job.manifest['temperature'], per_example,
              f'{per_example * rows * len(job.samplers):,}', len(job.samplers))
     bar = tqdm(total=len(todo) * len(job.samplers[0]), unit='batch', desc='teacher cache', disable=None)
-    started, examples = time.perf_counter(), 0
+    started, examples, shard_seconds = time.perf_counter(), 0, 0.0
     if dask is None:
         for epoch, rank in todo:
-            examples += produce_shard(job, epoch, rank, bar)
+            n, seconds = timed_shard(job, epoch, rank, bar)
+            examples, shard_seconds = examples + n, shard_seconds + seconds
     elif todo:
         from distributed import as_completed
 
@@ -272,10 +323,17 @@ def produce(job: Job, argv: Optional[Sequence[str]] = None, dask: Optional[dict[
         with open_client(**dask, env={'PYTHONPATH': str(REPO)}) as client:
             futures = [client.submit(shard_task, list(argv or []), e, r, pure=False) for e, r in todo]
             for future in as_completed(futures):
-                examples += future.result()
+                n, seconds = future.result()
+                examples, shard_seconds = examples + n, shard_seconds + seconds
                 bar.update(len(job.samplers[0]))
     bar.close()
     elapsed = time.perf_counter() - started
+    if todo:  # the manifest says what production cost, session by session
+        where = 'here' if dask is None else 'dask ' + (dask['address'] if 'address' in dask else
+                                                      f"{'gpus' if dask['gpus'] else 'local'}:{dask['workers']}")
+        job.manifest['production'] = production_record(job.manifest.get('production'), elapsed, shard_seconds,
+                                                        len(todo), examples, where)
+        write_manifest(job.out, job.manifest)
     log.info('wrote %d shard(s) in %.1f s (%.0f examples/s) to %s', len(todo), elapsed,
              examples / elapsed if elapsed > 0 else 0.0, job.out)
     return {'written': len(todo), 'skipped': skipped, 'seconds': elapsed, 'examples': examples}

@@ -96,6 +96,7 @@ class DistillationTerm(Algorithm):
         self.student_features = list(student_features)
         self.pool.request_features(list(teacher_features))  # an unknown module name fails here, before training
         self.teacher_forwards = 0  # teacher forwards this term used (a shared pool runs each only once)
+        self.cache_reads = 0  # reads of cached teacher outputs instead (a CachedTeacherPool runs no teacher)
         self._taps: Optional[FeatureTaps] = None
 
     @property
@@ -152,7 +153,8 @@ class DistillationTerm(Algorithm):
         # AFTER_LOSS runs outside the trainer's autocast: give the teachers the student's precision context.
         with get_precision_context(state.precision, state.precision_config, fp8_autocast_enabled=False):
             teacher = self.pool.forward(state.batch, indices, step=step)
-        self.teacher_forwards += len(indices)
+        self.teacher_forwards += self.pool.forwards_for(indices)  # what the pool says serving them costs
+        self.cache_reads += self.pool.reads_for(indices)
         student = ModelIO(outputs=state.outputs)
         if self._taps is not None:
             student.features, student.inputs = dict(self._taps.outputs), dict(self._taps.inputs)
@@ -211,9 +213,11 @@ class DistillationTerm(Algorithm):
 
     # --- checkpointing (Composer saves and restores every algorithm's state_dict) --------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {'repr': repr(self), 'pool': self.pool.state_dict(), 'teacher_forwards': self.teacher_forwards}
+        return {'repr': repr(self), 'pool': self.pool.state_dict(), 'teacher_forwards': self.teacher_forwards,
+                'cache_reads': self.cache_reads}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if 'pool' in state:
             self.pool.load_state_dict(state['pool'])
         self.teacher_forwards = int(state.get('teacher_forwards', self.teacher_forwards))
+        self.cache_reads = int(state.get('cache_reads', self.cache_reads))

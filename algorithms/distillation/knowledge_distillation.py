@@ -75,7 +75,9 @@ class KnowledgeDistillation(DistillationTerm):
     algorithm's state), which holds the pool's generator: a resumed run draws the same teachers.
 
     Logged: ``loss/train/kd`` (and the other loss keys) by Composer; ``kd/teachers_per_step`` (0 outside the
-    window) by this algorithm. ``teacher_forwards`` counts every teacher forward pass (per microbatch).
+    window) by this algorithm. ``teacher_forwards`` counts every teacher forward pass (per microbatch) and
+    ``cache_reads`` every read of cached teacher outputs instead (a pool of caches runs no teacher: its teacher
+    forwards stay 0; both as the pool reports them, :meth:`TeacherPool.forwards_for` / ``reads_for``).
 
     Args:
         teachers: a teacher model, a sequence of them (``nn.Module``: Composer models, HF models, plain modules;

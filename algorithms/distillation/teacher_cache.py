@@ -350,6 +350,15 @@ class CachedTeacherPool(TeacherPool):
         if list(names):
             raise ValueError(f'a teacher cache holds logits only, not features {list(names)}')
 
+    def forwards_for(self, indices: Sequence[int]) -> int:
+        """No teacher runs: the selected caches are read (``verify_every``'s check runs the live teachers, counted
+        apart in :attr:`verified`)."""
+        return 0
+
+    def reads_for(self, indices: Sequence[int]) -> int:
+        """One cache read per selected cache."""
+        return len(indices)
+
     def rows(self, step: int, n: int) -> tuple[int, int, int]:
         """``(epoch, start row, stop row)`` of the next ``n`` rows of optimizer step ``step``."""
         offset = self._position[1] if self._position is not None and self._position[0] == step else 0

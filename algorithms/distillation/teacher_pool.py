@@ -244,6 +244,16 @@ class TeacherPool:
             self._cache = (key, io)
         return io
 
+    def forwards_for(self, indices: Sequence[int]) -> int:
+        """Teacher forward passes that serving the selection ``indices`` costs: one per selected teacher (a pool
+        that reads its teachers' outputs instead, :class:`~.teacher_cache.CachedTeacherPool`, runs none)."""
+        return len(indices)
+
+    def reads_for(self, indices: Sequence[int]) -> int:
+        """Cache reads that serving the selection ``indices`` costs: none here (one per selected cache in a
+        :class:`~.teacher_cache.CachedTeacherPool`)."""
+        return 0
+
     def logits(self, batch: Any, indices: Optional[Sequence[int]] = None) -> torch.Tensor:
         """The mean (float32) of the selected teachers' logits on ``batch``, in eval mode, without gradient."""
         return self.forward(batch, indices).outputs

@@ -2,7 +2,9 @@
 
 Everything here is computed from the records (:mod:`benchmarks.core.records`): the target is the study baseline's final
 accuracy, the baseline time its training wall-clock at its last evaluation; each run's time-to-target follows
-:data:`benchmarks.core.speedup.CROSSING_RULE`; its teachers' cost is :meth:`benchmarks.core.teacher_cost.TeacherIndex.cost`.
+:data:`benchmarks.core.speedup.CROSSING_RULE`; its teachers' cost is
+:meth:`benchmarks.core.teacher_cost.TeacherIndex.cost`; a student of a teacher cache also carries its share of the
+cache's production (:data:`benchmarks.core.teacher_cost.CACHE_RULE`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Callable, Optional
 from benchmarks.core.records import RunFiles, load_manifests, load_runs
 from benchmarks.core.speedup import crossing_time, pareto_front, speedup
 from benchmarks.study.spec import Study
-from benchmarks.core.teacher_cost import TeacherIndex
+from benchmarks.core.teacher_cost import CacheIndex, CacheInfo, TeacherIndex, cache_folders
 
 log = logging.getLogger(__name__)
 Describe = Callable[[RunFiles, list[str]], dict[str, Any]]
@@ -45,6 +47,10 @@ class RunResult:
     teacher_missing: list[str] = field(default_factory=list)
     speedup: Optional[float] = None
     speedup_with_teachers: Optional[float] = None
+    caches: list[str] = field(default_factory=list)          # the teacher caches it read (CacheIndex keys)
+    cache_s: Optional[float] = 0.0   # its share of their production time (None: a production time is unknown)
+    time_to_target_with_cache: Optional[float] = None        # time_to_target + cache_s
+    speedup_with_cache: Optional[float] = None
 
     @property
     def final_acc(self) -> Optional[float]:
@@ -70,6 +76,7 @@ class Analysis:
     baseline_s: Optional[float]
     missing: list[str]
     matryoshka: dict[str, list[list[str]]]  # entry -> generations -> run names (generation 0: the pool)
+    caches: dict[str, CacheInfo] = field(default_factory=dict)  # the teacher caches its runs read, by key
 
     @property
     def baseline(self) -> Optional[RunResult]:
@@ -109,6 +116,11 @@ def analyse(study: Study, runs_root: str, runs: Optional[dict[str, RunFiles]] = 
     runs = load_runs(runs_root) if runs is None else runs
     manifests = load_manifests(runs_root) if manifests is None else manifests
     index = TeacherIndex.build({**(teacher_runs or {}), **runs}, manifests.values())
+    cache_index = CacheIndex(manifests)
+    read = {key: [cache_index.find(f) for f in cache_folders(run)] for key, run in runs.items()}
+    for key, infos in read.items():
+        for info in infos:
+            info.readers.append(key)
     tags = {r.name: list(r.tags) for r in study.runs}
     matryoshka_entries = {r.name: r for r in study.runs if r.kind == 'matryoshka'}
     metric = study.metric
@@ -134,15 +146,17 @@ def analyse(study: Study, runs_root: str, runs: Optional[dict[str, RunFiles]] = 
         if m and m.group('entry') in matryoshka_entries:
             generation, member = int(m.group('g')), int(m.group('m'))
             run_tags = list(matryoshka_entries[m.group('entry')].tags) or ['matryoshka']
+        checkpoints = list(run.teacher_checkpoints)  # and a cache's teachers, if its record did not list them
+        checkpoints += [c for info in read[key] for c in info.teachers if c not in checkpoints]
         teachers: list[str] = []
-        for ckpt in run.teacher_checkpoints:
+        for ckpt in checkpoints:
             folder, node = index.find(ckpt)
             name = node.name if node is not None and node.name else folder
             if name not in teachers:  # one teacher run named twice is one teacher
                 teachers.append(name)
         facts = dict(describe(run, teachers)) if describe else {}
         series = f'Matryoshka g{generation}' if generation is not None else str(facts.pop('series', ''))
-        cost = index.cost(run.teacher_checkpoints)
+        cost = index.cost(checkpoints)
         ttt = baseline_s if key == study.baseline else (crossing_time(curve, target) if target is not None else None)
         result = RunResult(
             name=key, tags=run_tags, duration=run.max_duration, finished=run.finished, curve=curve,
@@ -150,11 +164,16 @@ def analyse(study: Study, runs_root: str, runs: Optional[dict[str, RunFiles]] = 
             cpu_s=run.cpu_s, time_to_target=ttt, teacher_s=cost.seconds,
             teacher_runs=[index.nodes[a].name if a in index.nodes and index.nodes[a].name else a
                           for a in cost.ancestors],
-            teacher_missing=cost.missing, series=series, facts=facts,
+            teacher_missing=cost.missing, series=series, facts=facts, caches=[i.key for i in read[key]],
         )
+        shares = [info.share for info in read[key]]
+        result.cache_s = None if None in shares else sum(shares)  # type: ignore[arg-type]
+        if ttt is not None and result.cache_s is not None:
+            result.time_to_target_with_cache = ttt + result.cache_s
         if baseline_s is not None:
             result.speedup = speedup(baseline_s, ttt)
             result.speedup_with_teachers = None if cost.missing else speedup(baseline_s, ttt, cost.seconds)
+            result.speedup_with_cache = None if result.cache_s is None else speedup(baseline_s, ttt, result.cache_s)
         if cost.missing:
             log.warning('%s: training time unknown for teacher run(s) %s', key, ', '.join(cost.missing))
         results[key] = result
@@ -177,5 +196,6 @@ def analyse(study: Study, runs_root: str, runs: Optional[dict[str, RunFiles]] = 
                 gens.append([])
             gens[generation].append(student)
         generations[name] = gens
+    caches = {info.key: info for infos in read.values() for info in infos}
     return Analysis(study=study, results=results, target=target, baseline_s=baseline_s, missing=missing,
-                    matryoshka=generations)
+                    matryoshka=generations, caches=caches)

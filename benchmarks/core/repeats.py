@@ -11,7 +11,7 @@ knows what the runs are: a study's report (e.g. :mod:`benchmarks.kd.report`) pic
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from benchmarks.core.analysis import Analysis, Describe, RunResult, analyse
@@ -27,7 +27,7 @@ SPEEDUP_RULE = (
     'the run is shown as "reached in k of n seeds" with no interval, and a claim that its speedup exceeds a '
     'threshold is "within noise" (k > 0) or "does not hold" (k = 0).'
 )
-RATIOS = ('speedup', 'speedup_with_teachers')  # the RunStats fields that are ratios: log-scale intervals
+RATIOS = ('speedup', 'speedup_with_teachers', 'speedup_with_cache')  # RunStats' ratios: log-scale intervals
 Value = Callable[[RunResult], Optional[float]]
 
 
@@ -54,11 +54,17 @@ class RunStats:
     train_s: list[Optional[float]]
     cpu_s: list[Optional[float]]
     teacher_s: list[float]
+    cache_s: list[Optional[float]] = field(default_factory=list)  # its share of its caches' production, per seed
+    time_to_target_with_cache: list[Optional[float]] = field(default_factory=list)
+    speedup_with_cache: list[Optional[float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        """The per-seed numbers and what the run is, for ``summary.json``."""
+        """The per-seed numbers and what the run is, for ``summary.json`` (the cache's only for a run that read
+        one)."""
         keys = ('seeds', 'final_acc', 'time_to_target', 'speedup', 'speedup_with_teachers', 'train_s', 'cpu_s',
                 'teacher_s')
+        if self.first.caches:
+            keys += ('cache_s', 'time_to_target_with_cache', 'speedup_with_cache')
         r = self.first
         return {'series': r.series, 'duration': r.duration, 'tags': r.tags, 'teachers': r.teachers,
                 **{k: getattr(self, k) for k in keys}}
@@ -105,7 +111,9 @@ class Repeats:
         return RunStats(name=name, first=found[0][1], seeds=[s for s, _ in found],
                         final_acc=[r.final_acc for _, r in found], time_to_target=pick('time_to_target'),
                         speedup=pick('speedup'), speedup_with_teachers=pick('speedup_with_teachers'),
-                        train_s=pick('train_s'), cpu_s=pick('cpu_s'), teacher_s=pick('teacher_s'))
+                        train_s=pick('train_s'), cpu_s=pick('cpu_s'), teacher_s=pick('teacher_s'),
+                        cache_s=pick('cache_s'), time_to_target_with_cache=pick('time_to_target_with_cache'),
+                        speedup_with_cache=pick('speedup_with_cache'))
 
     def values(self, names: list[str], value: Value) -> dict[int, Optional[float]]:
         """Per seed, the mean of ``value`` over the runs ``names`` (e.g. a Matryoshka generation's members); None

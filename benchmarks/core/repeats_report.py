@@ -45,20 +45,34 @@ def speed_cell(st: RunStats, field: str = 'speedup') -> str:
     return iv.fmt(2) + 'x' if iv is not None else f'reached in {st.reached} of {st.n} seeds'
 
 
+def _ttt_cell(st: RunStats) -> str:
+    ttt = st.interval('time_to_target')
+    return num(ttt, 1) if ttt else f'reached in {st.reached} of {st.n}'
+
+
+def _cache_cells(st: RunStats) -> list[str]:
+    """Time-to-target and speedup with the run's share of its caches' production; ``n/a`` where every seed
+    reached the target but a production time is unknown."""
+    ttt = st.interval('time_to_target_with_cache')
+    if ttt is None and st.reached == st.n:
+        return ['n/a (production time unknown)', 'n/a']
+    return [num(ttt, 1) if ttt else f'reached in {st.reached} of {st.n}', speed_cell(st, 'speedup_with_cache')]
+
+
 def run_table(r: Repeats) -> str:
-    """Every run over its seeds: series, duration, final accuracy, time-to-target, speedups, clocks."""
+    """Every run over its seeds: series, duration, final accuracy, time-to-target, speedups, clocks; when some run
+    read a teacher cache, its time-to-target and speedup with its share of the cache's production too."""
+    stats = [st for name in r.names() if (st := r.stats(name)) is not None]
+    cached = any(st.first.caches for st in stats)
     rows = []
-    for name in r.names():
-        st = r.stats(name)
-        if st is None:
-            continue
-        ttt = st.interval('time_to_target')
-        rows.append([name, st.first.series, st.first.duration, pct(st.interval('final_acc')),
-                     num(ttt, 1) if ttt else f'reached in {st.reached} of {st.n}', speed_cell(st),
-                     speed_cell(st, 'speedup_with_teachers'), num(st.interval('train_s'), 1),
-                     num(st.interval('cpu_s'), 1)])
+    for st in stats:
+        extra = _cache_cells(st) if cached else []
+        rows.append([st.name, st.first.series, st.first.duration, pct(st.interval('final_acc')), _ttt_cell(st),
+                     speed_cell(st), *extra, speed_cell(st, 'speedup_with_teachers'),
+                     num(st.interval('train_s'), 1), num(st.interval('cpu_s'), 1)])
+    columns = ['time-to-target incl. cache (s)', 'speedup incl. cache'] if cached else []
     return '\n'.join(table(['run', 'series', 'duration', 'final accuracy (%)', 'time-to-target (s)', 'speedup',
-                            'speedup incl. teachers', 'training wall-clock (s)', 'process CPU (s)'], rows))
+                            *columns, 'speedup incl. teachers', 'training wall-clock (s)', 'process CPU (s)'], rows))
 
 
 def machines_table(r: Repeats) -> str:

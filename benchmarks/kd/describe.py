@@ -1,9 +1,12 @@
 """What a distillation run is, read from its config: the ``describe`` of the distillation studies' reports
 (:mod:`benchmarks.kd.report`, :mod:`benchmarks.bert.report`) for :func:`benchmarks.core.analysis.analyse`.
 
-``series``: ``plain`` (no teacher), ``KD-KL`` / ``KD-MSE`` (one teacher), ``pool <mode>`` (several); the facts:
-``kd_loss``, ``kd_fraction`` (the share of training with distillation, from its ``start``/``end`` window),
-``pool_mode`` (``single`` for one teacher) and ``k``.
+``series``: ``plain`` (no teacher), ``KD-KL`` / ``KD-MSE`` (one teacher), ``pool <mode>`` (several), prefixed
+``cached`` for a student that read teacher caches (``teachers: [{cache: DIR}]``: one cache of an averaged pool is one
+teacher to read); the facts: ``kd_loss``, ``kd_fraction`` (the share of training with distillation, from its
+``start``/``end`` window), ``pool_mode`` (``single`` for one teacher or cache), ``k`` and ``caches`` (the cache
+folders read; empty online). Per step, :func:`teacher_forwards` (0 for a cached student: it runs no teacher) and
+:func:`cache_reads`.
 """
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ from typing import Any
 
 from benchmarks.core.analysis import RunResult
 from benchmarks.core.records import RunFiles, duration_fraction
+from benchmarks.core.teacher_cost import cache_folders
 
-__all__ = ['kd_facts', 'teacher_forwards']
+__all__ = ['kd_facts', 'teacher_forwards', 'cache_reads']
 
 
 def kd_facts(run: RunFiles, teachers: list[str]) -> dict[str, Any]:
@@ -24,19 +28,32 @@ def kd_facts(run: RunFiles, teachers: list[str]) -> dict[str, Any]:
     start = duration_fraction(kd.get('start', '0dur'), run.max_duration)
     end = duration_fraction(kd.get('end', '1dur'), run.max_duration)
     fraction = (end if end is not None else 1.0) - (start or 0.0)
-    mode = 'single' if len(teachers) == 1 else str(kd.get('pool_mode', 'all'))
+    caches = cache_folders(run)
+    mode = 'single' if len(caches or teachers) == 1 else str(kd.get('pool_mode', 'all'))
     series = f'KD-{loss.upper()}' if mode == 'single' else f'pool {mode}'
-    return {'series': series, 'kd_loss': loss, 'kd_fraction': max(0.0, min(1.0, fraction)), 'pool_mode': mode,
-            'k': kd.get('k')}
+    return {'series': f'cached {series}' if caches else series, 'kd_loss': loss,
+            'kd_fraction': max(0.0, min(1.0, fraction)), 'pool_mode': mode, 'k': kd.get('k'), 'caches': caches}
 
 
-def teacher_forwards(result: RunResult) -> int:
-    """Teacher forward passes per training step while ``result`` distils (0 without a teacher)."""
+def _per_step(result: RunResult, members: int) -> int:
+    """Members of the pool (teachers or caches) that serve one step under the run's selection rule."""
     mode = result.facts.get('pool_mode')
     if mode is None:
         return 0
     if mode == 'all':
-        return len(result.teachers)
+        return members
     if mode in ('random_k', 'greedy_topk'):
-        return result.facts.get('k') or len(result.teachers)
+        return result.facts.get('k') or members
     return 1
+
+
+def teacher_forwards(result: RunResult) -> int:
+    """Teacher forward passes per training step while ``result`` distils (0 without a teacher, and 0 for a
+    student of teacher caches, which reads their outputs instead: :func:`cache_reads`)."""
+    return 0 if result.facts.get('caches') else _per_step(result, len(result.teachers))
+
+
+def cache_reads(result: RunResult) -> int:
+    """Cache reads per training step while ``result`` distils (0 for an online student)."""
+    caches = result.facts.get('caches') or []
+    return _per_step(result, len(caches)) if caches else 0

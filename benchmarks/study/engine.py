@@ -5,17 +5,18 @@
     .venv/bin/python -m benchmarks.study STUDY.yaml --only kd-kl-2ep [--set train_loader.subset=6000] [--runs-root DIR]
     .venv/bin/python -m benchmarks.study STUDY.yaml --dask local:4   # or gpus:8, or tcp://HOST:8786 (a Dask cluster)
 
-A run is one command of its kind (:mod:`benchmarks.study.kinds`: ``train``, ``matryoshka``, ``prune_pipeline``,
-``blockwise``, ``glue``) and writes into its folder (``<runs_root>/<run>/`` by default; students' teachers point at
-the study's own checkpoints). A study with ``seeds: [0, 1, 2]`` runs every run once per seed, interleaved (seed 0 of
-every run, then seed 1, ...; phase by phase if runs have a ``phase``), under ``<runs_root>/seed<s>/<run>/``
-(``Study.replicas``). Every run of every seed is checked first (its YAML resolved with the overrides its command
-gets), so a bad entry is one ``error:`` line and exit status 2 before anything trains. A finished run is skipped (as
-its kind tells), and a run resumes where it stopped, so an interrupted study is resumed by running the same command
-again. ``--only`` runs the named runs plus the unfinished runs they learn from. A run that fails is logged, the runs
-that need it are skipped, the others go on; the exit status is then 1. Before training, the machine is appended to
-``<runs_root>/machine.json`` so that the report can say where the runs came from. A study with a ``family`` calls
-its ``benchmarks.<family>.describe.describe(study, run)`` on every finished run (its own measurements, written once).
+A run is one command of its kind (:mod:`benchmarks.study.kinds`: ``train``, ``teacher_cache``, ``matryoshka``,
+``prune_pipeline``, ``blockwise``, ``glue``) and writes into its folder (``<runs_root>/<run>/`` by default; students'
+teachers point at the study's own checkpoints, or caches). A study with ``seeds: [0, 1, 2]`` runs every run once per
+seed, interleaved (seed 0 of every run, then seed 1, ...; phase by phase if runs have a ``phase``), under
+``<runs_root>/seed<s>/<run>/`` (``Study.replicas``). Every run of every seed is checked first (its YAML resolved with
+the overrides its command gets), so a bad entry is one ``error:`` line and exit status 2 before anything trains. A
+finished run is skipped (as its kind tells), and a run resumes where it stopped, so an interrupted study is resumed by
+running the same command again. ``--only`` runs the named runs plus the unfinished runs they learn from. A run that
+fails is logged, the runs that need it are skipped, the others go on; the exit status is then 1. Before training, the
+machine is appended to ``<runs_root>/machine.json`` so that the report can say where the runs came from. A study with a
+``family`` calls its ``benchmarks.<family>.describe.describe(study, run)`` on every finished run (its own measurements,
+written once).
 
 ``--print-commands`` prints one ``composer recipes/train.py -f ... key=value ...`` line per run (other kinds: their
 command), grouped in stages: a stage needs the checkpoints of the stages before it, and the runs within a stage are
@@ -42,7 +43,7 @@ from typing import Optional
 
 from benchmarks.study.kinds import KINDS, is_finished, resolve_yaml, run_in_process
 from benchmarks.study.kinds import run_overrides as _kind_overrides
-from benchmarks.study.spec import Study, StudyError, StudyRun, load_study, stages, with_dependencies
+from benchmarks.study.spec import RECIPE_KINDS, Study, StudyError, StudyRun, load_study, stages, with_dependencies
 from recipes.core.cli import LOG_FORMAT
 from recipes.core.errors import ConfigError
 
@@ -74,8 +75,11 @@ def run_finished(study: Study, run: StudyRun) -> bool:
 
 
 def command(study: Study, run: StudyRun, launcher: str = 'composer') -> str:
-    """The shell command that runs ``run`` (from the repository root)."""
-    words = [*shlex.split(launcher), ENTRY_POINTS[run.kind], '-f', run.recipe, *run_overrides(study, run)]
+    """The shell command that runs ``run`` (from the repository root); a kind with a launcher of its own (a
+    teacher cache: ``python``) keeps it unless ``launcher`` is empty (a Dask worker's own Python)."""
+    own = KINDS[run.kind].launcher
+    words = [*shlex.split(own if own is not None and launcher else launcher), ENTRY_POINTS[run.kind], '-f',
+             run.recipe, *run_overrides(study, run)]
     return ' '.join(shlex.quote(w) for w in words)
 
 
@@ -91,7 +95,7 @@ def check_runs(studies: Iterable[Study], only: Optional[list[str]] = None) -> No
         if check is not None:  # the family's own options (e.g. the layers to compare of every run)
             check(study)
         for r in selected_runs(study, only):
-            key = 'recipe' if r.kind == 'train' else 'spec'
+            key = 'recipe' if r.kind in RECIPE_KINDS else 'spec'
             path = resolve_yaml(r.recipe)
             if not path.is_file():
                 raise StudyError(f'runs ({r.name}).{key}: YAML file not found: {r.recipe}')

@@ -6,6 +6,7 @@ kind           command                      finished when
 ============== ============================ ===================================================================
 train          ``recipes/train.py``         its ``summary.json`` says finished (and, in a study with a
                                             ``family`` hook, which reads the model, its checkpoint is there)
+teacher_cache  ``recipes/teacher_cache.py`` its manifest exists and every shard it plans (epoch x rank) is whole
 matryoshka     ``recipes/matryoshka.py``    its manifest exists and every student of every generation finished
 prune_pipeline ``recipes/prune_pipeline.py`` its manifest exists and every stage finished with its checkpoint
 blockwise      ``recipes/blockwise.py``     its report ``blockwise.json`` exists (the driver's last stage)
@@ -13,8 +14,12 @@ glue           ``recipes/glue.py``          its results table and every (task, s
 ============== ============================ ===================================================================
 
 A run's own ``overrides`` and the study's common ones (with ``seed`` on a replica) are keys of the run's YAML, except
-for Matryoshka (every student's recipe); the engine's keys (folder, name, teachers) come last, so they win. The
-drivers are imported only when a function here is called (they import Composer and torch).
+for Matryoshka (every student's recipe); the engine's keys (folder, name, teachers) come last, so they win. A
+teacher_cache run's command is ``python recipes/teacher_cache.py -f <student recipe> --teacher <checkpoint> ...
+--out <its folder> [--<option> value ...] key=value ...`` (its ``cache:`` options; ``--teacher-model`` from its
+teachers' own configs when their model is not the recipe's), run by Python whatever the study's launcher: it is
+not a distributed program (``--world-size`` and ``--dask`` are its options). The drivers are imported only when a
+function here is called (they import Composer and torch).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from omegaconf import OmegaConf
 
@@ -43,6 +48,7 @@ class Kind:
     loader: str  # 'module:function' that reads the YAML with overrides (raises ConfigError), as the command does
     overrides: Callable[[Study, StudyRun], list[str]]
     finished: Callable[[Study, StudyRun, Path], bool]
+    launcher: Optional[str] = None  # the command's own launcher, whatever the study's (None: the study's)
 
     @property
     def entry_point(self) -> str:
@@ -70,7 +76,9 @@ def _folder_keys(study: Study, run: StudyRun) -> list[str]:
 
 def _train_overrides(study: Study, run: StudyRun) -> list[str]:
     args = dotlist(_common(study, run))
-    if run.teachers:  # every algorithm of the recipe that has teachers learns from the study's
+    if run.teachers and study.run(run.teachers[0]).kind == 'teacher_cache':  # KD reads the caches (spec: all are)
+        args.append(f'algorithms.{KD}.teachers={format_value([{"cache": study.run_dir(t)} for t in run.teachers])}')
+    elif run.teachers:  # every algorithm of the recipe that has teachers learns from the study's
         from recipes.core.config import load_config
 
         cfg = load_config(resolve_yaml(run.recipe), args)
@@ -84,6 +92,40 @@ def _train_overrides(study: Study, run: StudyRun) -> list[str]:
 
 def _train_finished(study: Study, run: StudyRun, folder: Path) -> bool:
     return run_finished(folder, need_checkpoint=bool(study.family))  # a family's hook reads the trained model
+
+
+def _model_of(study: Study, run: StudyRun) -> Any:
+    """The ``model`` section of a train run of ``study`` as its command resolves it."""
+    from recipes.core.config import load_config
+
+    return load_config(resolve_yaml(run.recipe), dotlist(_common(study, run)))['model']
+
+
+def _cache_overrides(study: Study, run: StudyRun) -> list[str]:
+    args = [word for t in run.teachers for word in ('--teacher', study.checkpoint(t))]
+    args += ['--out', study.run_dir(run.name)]
+    options = dict(run.cache)
+    if 'teacher_model' not in options:  # the teachers' own model, when it is not the student recipe's
+        models = [_model_of(study, study.run(t)) for t in run.teachers]
+        if any(m != models[0] for m in models):
+            raise StudyError(f'runs ({run.name}).teachers: their models differ ({models}); one cache is made by '
+                             'teachers of one model (give cache.teacher_model)')
+        if models[0] != _model_of(study, run):
+            options['teacher_model'] = models[0]
+    for key, value in options.items():
+        args += [f'--{key.replace("_", "-")}', json.dumps(value) if isinstance(value, dict) else str(value)]
+    return [*args, *dotlist(_common(study, run))]
+
+
+def _cache_finished(study: Study, run: StudyRun, folder: Path) -> bool:
+    from algorithms.distillation import TeacherCache
+
+    try:
+        cache = TeacherCache(folder)
+        epochs, ranks = list(cache.manifest['epochs']), int(cache.manifest.get('world_size', 1))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(epochs) and all(cache.has_shard(int(e), r) for e in epochs for r in range(ranks))
 
 
 def _matryoshka_pool(study: Study, run: StudyRun) -> list[dict[str, Any]]:
@@ -175,6 +217,8 @@ def _glue_finished(study: Study, run: StudyRun, folder: Path) -> bool:
 
 KINDS: dict[str, Kind] = {
     'train': Kind('recipes.train', 'recipes.core.builders:load_checked', _train_overrides, _train_finished),
+    'teacher_cache': Kind('recipes.teacher_cache', 'recipes.teacher_cache:load_command', _cache_overrides,
+                          _cache_finished, launcher='python'),
     'matryoshka': Kind('recipes.matryoshka', 'recipes.matryoshka:load_spec', _matryoshka_overrides,
                        _matryoshka_finished),
     'prune_pipeline': Kind('recipes.prune_pipeline', 'recipes.prune_pipeline:load_spec', _prune_overrides,

@@ -25,9 +25,13 @@ A study YAML (``benchmarks/studies/*.yaml``; OmegaConf, so ``${name}`` interpola
         tags: [matryoshka]
 
 Every kind of run is a command (:mod:`benchmarks.study.kinds`): ``train`` (``recipes/train.py``, ``recipe:``),
-``matryoshka``, ``prune_pipeline``, ``blockwise`` and ``glue`` (their driver's ``spec:``). ``overrides`` are dotted
+``teacher_cache`` (``recipes/teacher_cache.py``: its teachers' outputs for the views of the student ``recipe:``;
+the command's options in ``cache:``, e.g. ``{store: dense}``), ``matryoshka``, ``prune_pipeline``, ``blockwise`` and
+``glue`` (their driver's ``spec:``). ``overrides`` are dotted
 keys of the run's YAML (a Matryoshka entry's: of every student's recipe). ``teachers`` are study runs whose final
-checkpoints the run learns from (``train``: every algorithm of the recipe with ``teachers``; ``blockwise``: its
+checkpoints the run learns from (``train``: every algorithm of the recipe with ``teachers``, or, when they are
+``teacher_cache`` runs, its knowledge distillation reads their caches, ``[{cache: <run folder>}]``;
+``teacher_cache``: the checkpoints it caches, several averaged as one pool; ``blockwise``: its
 ``teacher.checkpoint``, and under bin packing a blockwise teacher's task times; ``glue``: ``pretrained``);
 ``load_from`` (``train``) starts a run from another run's final weights (``load_path``). A run may be limited to some
 of the study's ``seeds`` and given a ``phase`` (default 1): phase 1 of every seed runs before phase 2 of any.
@@ -62,9 +66,14 @@ from recipes.core.schema import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 #: kind -> the kinds of run it may learn from (``teachers``); the commands themselves are in ``kinds.py``.
-TEACHER_KINDS = {'train': ('train',), 'matryoshka': ('train',), 'prune_pipeline': (),
-                 'blockwise': ('train', 'blockwise'), 'glue': ('train',)}
+TEACHER_KINDS = {'train': ('train', 'teacher_cache'), 'teacher_cache': ('train',), 'matryoshka': ('train',),
+                 'prune_pipeline': (), 'blockwise': ('train', 'blockwise'), 'glue': ('train',)}
 KINDS = tuple(TEACHER_KINDS)
+#: the kinds whose source is a training recipe (``recipe:``); the others read their driver's ``spec:``
+RECIPE_KINDS = ('train', 'teacher_cache')
+#: a teacher_cache run's ``cache:`` options (``recipes/teacher_cache.py``'s, ``--<key with dashes>``), their types
+CACHE_OPTIONS = {'store': (str,), 'k': (int,), 'epochs': (str, int), 'temperature': (int, float),
+                 'sample_power': (int, float), 'world_size': (int,), 'chunk': (int,), 'teacher_model': (dict,)}
 #: kind -> how many teachers a run of it learns from at most (a Matryoshka run: as many as its spec's pool)
 MAX_TEACHERS = {'blockwise': 1, 'glue': 1}
 #: run key -> the one kind of run it is for
@@ -99,6 +108,7 @@ class RunEntry:
     load_from: Optional[str] = None
     seeds: Optional[list[int]] = None
     phase: int = 1
+    cache: dict[str, Any] = field(default_factory=dict)  # kind teacher_cache: the command's options (CACHE_OPTIONS)
 
 
 @dataclass
@@ -133,6 +143,7 @@ class StudyRun:
     load_from: Optional[str] = None  # a study run whose final weights this one starts from (``load_path``)
     seeds: Optional[list[int]] = None  # only these of the study's seeds (None: all)
     phase: int = 1
+    cache: dict[str, Any] = field(default_factory=dict)  # a teacher_cache run's command options
 
     @property
     def needs(self) -> list[str]:
@@ -235,7 +246,7 @@ def _run(i: int, entry: dict[str, Any]) -> StudyRun:
     where = f'runs[{i}] ({name})'
     if kind not in KINDS:
         raise StudyError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-    source_key, other = ('recipe', 'spec') if kind == 'train' else ('spec', 'recipe')
+    source_key, other = ('recipe', 'spec') if kind in RECIPE_KINDS else ('spec', 'recipe')
     if entry[other] is not None:
         raise StudyError(f"{where}.{other}: not allowed for kind {kind!r}; use '{source_key}'")
     if entry[source_key] is None:
@@ -249,13 +260,22 @@ def _run(i: int, entry: dict[str, Any]) -> StudyRun:
     if len(entry['teachers']) > MAX_TEACHERS.get(kind, len(entry['teachers'])):
         raise StudyError(f"{where}.teachers: a {kind} run learns from at most {MAX_TEACHERS[kind]} teacher, got "
                          f"{entry['teachers']}")
+    if entry['cache'] and kind != 'teacher_cache':
+        raise StudyError(f'{where}.cache: only for kind teacher_cache')
+    for key, value in entry['cache'].items():
+        types = CACHE_OPTIONS.get(key)
+        if types is None or isinstance(value, bool) or not isinstance(value, types):
+            raise StudyError(f"{where}.cache.{key}: expected one of {', '.join(CACHE_OPTIONS)} with a value of type "
+                             f"{'/'.join(t.__name__ for t in types or (object,))}, got {value!r}")
+    if kind == 'teacher_cache' and not entry['teachers']:
+        raise StudyError(f'{where}.teachers: a teacher_cache run caches the outputs of at least one study run')
     if entry['generations'] is not None:
         _positive(f'{where}.generations', entry['generations'])
     _positive(f'{where}.phase', entry['phase'])
     seeds = None if entry['seeds'] is None else _distinct(f'{where}.seeds', entry['seeds'])
     return StudyRun(name=name, recipe=entry[source_key], kind=kind, overrides=entry['overrides'],
                     teachers=entry['teachers'], tags=entry['tags'], generations=entry['generations'],
-                    load_from=entry['load_from'], seeds=seeds, phase=entry['phase'])
+                    load_from=entry['load_from'], seeds=seeds, phase=entry['phase'], cache=dict(entry['cache']))
 
 
 def _study(data: dict[str, Any], path: Path, runs_root: Optional[str], overrides: Optional[dict[str, Any]]) -> Study:
@@ -313,6 +333,10 @@ def check_study(study: Study) -> None:
             if other.phase > r.phase or not set(r.seeds or study.seeds) <= set(other.seeds or study.seeds):
                 raise StudyError(f'runs ({r.name}).{key}: {t!r} must run in every seed of {r.name!r}, in no later '
                                  'phase')
+        cached = [by_name[t].kind == 'teacher_cache' for t in r.teachers]
+        if any(cached) and not all(cached):
+            raise StudyError(f'runs ({r.name}).teachers: give teacher_cache runs or trained runs, not both (a pool '
+                             'reads caches or runs teachers)')
     if study.baseline is not None and (study.baseline not in by_name or by_name[study.baseline].kind != 'train'):
         raise StudyError(f'baseline: {study.baseline!r} is not a trained run of this study')
     if not study.seeds and '{seed}' in study.run_folder + study.run_name_format:

@@ -129,6 +129,10 @@ def test_cached_kd_equals_online_kd_step_by_step(made):
         assert kd_cached[step] == pytest.approx(kd_online[step], rel=2e-3, abs=1e-5), step
     pool = cached.state.algorithms[0].pool
     assert isinstance(pool, CachedTeacherPool) and pool.reads == 8 and pool.verified == 4
+    # what the run says it cost: no teacher forward, one cache read a step (the online run: one forward a step)
+    algo_cached, algo_online = cached.state.algorithms[0], online.state.algorithms[0]
+    assert (algo_cached.teacher_forwards, algo_cached.cache_reads) == (0, 8)
+    assert (algo_online.teacher_forwards, algo_online.cache_reads) == (8, 0)
     weights = [dict(t.state.model.named_parameters()) for t in (online, cached)]
     for name, p in weights[0].items():
         assert torch.allclose(p, weights[1][name], rtol=1e-3, atol=1e-3), name
@@ -257,6 +261,18 @@ def test_production_resumes_and_is_deterministic(fmnist_root, made, tmp_path, ca
     assert (out / shard_name(0, 0)).stat().st_mtime_ns == stamp
     assert any('1 shard(s) finished earlier, skipped' in r.message for r in caplog.records)
     assert not list(out.glob('.*tmp'))
+    # production time: one session per run that wrote shards, summed; the machine of each
+    production = json.loads((out / 'manifest.json').read_text())['production']
+    first_session, second_session = production['sessions']
+    assert (first_session['shards'], second_session['shards'], production['shards']) == (2, 1, 3)
+    assert (first_session['examples'], second_session['examples'], production['examples']) == (128, 64, 192)
+    assert production['seconds'] == pytest.approx(first_session['seconds'] + second_session['seconds'])
+    assert production['shard_seconds'] == pytest.approx(first_session['shard_seconds'] +
+                                                         second_session['shard_seconds'])
+    assert 0 < second_session['shard_seconds'] <= second_session['seconds']
+    assert first_session['where'] == 'here' and first_session['machine']['cpu']
+    assert produce(fmnist_root, made['teacher'], out, '--store', 'sampled', '--epochs', '0-1') == 0
+    assert json.loads((out / 'manifest.json').read_text())['production'] == production  # nothing written: no session
 
 
 @pytest.mark.parametrize('flags, extra, expected', [
@@ -294,3 +310,6 @@ def test_two_dask_workers_write_the_bytes_one_process_writes(fmnist_root, made, 
         assert names == sorted(p.name for p in two.glob('*.bin')) and len(names) == 4  # 2 epochs x 2 ranks
         for name in names:
             assert (one / name).read_bytes() == (two / name).read_bytes(), (store, name)
+        production = json.loads((two / 'manifest.json').read_text())['production']
+        assert production['shards'] == 4 and production['sessions'][0]['where'] == 'dask local:2'
+        assert production['shard_seconds'] > 0 and production['seconds'] > 0
