@@ -17,6 +17,7 @@ from benchmarks.study.spec import REPO, StudyError, load_study, stages
 from recipes.core.config import load_config
 from recipes.matryoshka import load_spec
 from tests.helpers.study_runs import FakeRunner, finish, tiny_overrides
+from tests.helpers.tiny_data import write_fashion_mnist
 
 SPEC = """
 name: tiny-mat
@@ -267,21 +268,33 @@ runs:
 
 
 # --- the driver kinds: prune_pipeline, blockwise, glue -----------------------------------------------------------
-BLOCKWISE = 'yamls/pipelines/fashion_mnist/blockwise_resnet8.yaml'
 PRUNING = 'yamls/pipelines/fashion_mnist/pruning_convnet.yaml'
+
+
+def blockwise_spec(tmp_path: Path, data: Path) -> str:
+    """The ResNet-8 blockwise spec with its teacher reading the tiny data (the study checks the fine-tuning run's
+    data before the first run trains, and CI has no ``data/``)."""
+    path = tmp_path / 'blockwise.yaml'
+    path.write_text(f"""base: {REPO / 'yamls/pipelines/fashion_mnist/blockwise_resnet8.yaml'}
+teacher:
+  overrides: {{train_loader.path: '{data}', eval_loader.path: '{data}'}}
+""")
+    return str(path)
 
 
 def kinds_study(tmp_path: Path, extra: str = '') -> Path:
     """A pipeline, a blockwise reference and a bin-packing run that reuses it, a BERT pre-training and its GLUE."""
+    write_fashion_mnist(tmp_path / 'data')
+    blockwise = blockwise_spec(tmp_path, tmp_path / 'data')
     path = tmp_path / 'kinds.yaml'
     path.write_text(f"""
 name: kinds
 runs_root: {tmp_path / 'R'}
 run_name: '{{run}}'
 runs:
-  - {{name: bp2, kind: blockwise, spec: {BLOCKWISE}, teachers: [w1],
+  - {{name: bp2, kind: blockwise, spec: {blockwise}, teachers: [w1],
      overrides: {{schedule.policy: bin_packing, schedule.workers: 2, fine_tune: null}}}}
-  - {{name: w1, kind: blockwise, spec: {BLOCKWISE}, overrides: {{schedule.workers: 1}}}}
+  - {{name: w1, kind: blockwise, spec: {blockwise}, overrides: {{schedule.workers: 1}}}}
   - {{name: prune, kind: prune_pipeline, spec: {PRUNING}, overrides: {{sparsities: [0.5], methods: [magnitude]}}}}
   - {{name: bert, recipe: yamls/sotu/tiny_bert.yaml}}
   - {{name: glue, kind: glue, spec: yamls/pipelines/glue/tiny_local.yaml, teachers: [bert]}}
@@ -316,15 +329,16 @@ class DriverRunner(FakeRunner):
 
 def test_driver_kinds_print_their_commands(tmp_path, capsys):
     assert driver.main([str(kinds_study(tmp_path)), '--print-commands']) == 0
+    blockwise = tmp_path / 'blockwise.yaml'
     R = tmp_path / 'R'
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == '# stage 1 of 2: 3 runs' and lines[5] == '# stage 2 of 2: 2 runs'
-    assert lines[2] == (f'composer recipes/blockwise.py -f {BLOCKWISE} schedule.workers=1 run_name=w1 '
+    assert lines[2] == (f'composer recipes/blockwise.py -f {blockwise} schedule.workers=1 run_name=w1 '
                         f'run_dir={R}/w1')
     assert lines[3].startswith('composer recipes/train.py -f yamls/sotu/tiny_bert.yaml run_name=bert ')
     assert lines[4] == (f"composer recipes/prune_pipeline.py -f {PRUNING} 'sparsities=[0.5]' "
                         f"'methods=[\"magnitude\"]' out_dir={R}/prune")
-    assert lines[6] == (f'composer recipes/blockwise.py -f {BLOCKWISE} schedule.policy=bin_packing schedule.workers=2 '
+    assert lines[6] == (f'composer recipes/blockwise.py -f {blockwise} schedule.policy=bin_packing schedule.workers=2 '
                         f'fine_tune=null run_name=bp2 run_dir={R}/bp2 '
                         f'teacher.checkpoint={R}/w1/teacher/checkpoints/latest-rank0.pt '
                         f'schedule.times={R}/w1/task_times.json')

