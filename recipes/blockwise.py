@@ -247,13 +247,16 @@ class Blockwise:
             'resumed': any(s.get('status') == 'finished earlier' for s in summaries.values()),
             'tasks': summaries, 'energy': energy})
 
+    def task(self, layer: Any, reference: Optional[float], out_dir: Optional[Path] = None) -> BlockTask:
+        """The task that trains ``layer``'s block (its result in ``out_dir``, by default ``<run_dir>/blocks``)."""
+        return BlockTask(layer=layer, block=self.bw['block'], settings=self.settings(),
+                         build_teacher=self.build_teacher, checkpoint=str(self.checkpoint),
+                         input_shape=self.input_shape, data=self.data, out_dir=str(out_dir or self.run_dir / 'blocks'),
+                         reference=reference, seed=self.cfg['seed'], device=self.bw['device'])
+
     def _parallel(self, layers: list[Any], reference: float) -> Any:
         times = json.loads(Path(self.sched['times']).read_text()) if self.sched['times'] else None
-        tasks = [BlockTask(layer=layer, block=self.bw['block'], settings=self.settings(),
-                           build_teacher=self.build_teacher, checkpoint=str(self.checkpoint),
-                           input_shape=self.input_shape, data=self.data, out_dir=str(self.run_dir / 'blocks'),
-                           reference=reference, seed=self.cfg['seed'], device=self.bw['device'])
-                 for layer in layers]
+        tasks = [self.task(layer, reference) for layer in layers]
         settings = ScheduleSettings(policy=self.sched['policy'], workers=self.sched['workers'],
                                     address=self.sched['address'], gpus=self.sched['gpus'], times=times,
                                     torch_threads=self.sched['torch_threads'])

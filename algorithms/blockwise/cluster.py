@@ -28,7 +28,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Optional
 
-__all__ = ['open_client', 'worker_names', 'worker_address']
+__all__ = ['MALLOC_ENVIRON', 'QUIET', 'open_client', 'pin_to_slot', 'worker_names', 'worker_address']
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,13 @@ def _set_torch_threads(n: int) -> int:
 
 @contextlib.contextmanager
 def open_client(workers: int = 1, address: Optional[str] = None, torch_threads: Optional[int] = 1,
-                gpus: bool = False, **cluster_kwargs: Any) -> Iterator[Any]:
+                gpus: bool = False, pin: bool = False, malloc: bool = True, quiet: bool = True,
+                **cluster_kwargs: Any) -> Iterator[Any]:
     """A ``distributed.Client``: connected to ``address`` if given, else to a new ``LocalCluster`` of ``workers``
-    single-threaded worker processes (closed on exit). ``cluster_kwargs`` go to ``LocalCluster``."""
+    single-threaded worker processes (closed on exit). Local workers start without Dask's background samplers
+    (:data:`QUIET`, ``quiet``), with :data:`MALLOC_ENVIRON` if ``malloc``, and worker ``i`` on core ``i`` (of the
+    cores this process may use, cyclically; :func:`pin_to_slot`) if ``pin``: the last two were measured and are off
+    by default (``benchmarks/results/blockwise_task_phases.md``). ``cluster_kwargs`` go to ``LocalCluster``."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -59,26 +63,56 @@ def open_client(workers: int = 1, address: Optional[str] = None, torch_threads: 
             client.close()
         return
     env = dict(cluster_kwargs.pop('env', {}) or {})
-    kwargs = dict(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=':0',
+    kwargs = dict(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None if quiet else ':0',
                   silence_logs=logging.WARNING, **cluster_kwargs)
-    with dask.config.set({'distributed.nanny.pre-spawn-environ': _spawn_environ(torch_threads)}), \
-            LocalCluster(**kwargs) as cluster:
+    config = {'distributed.nanny.pre-spawn-environ': _spawn_environ(torch_threads, malloc), **(QUIET if quiet else {})}
+    with dask.config.set(config), LocalCluster(**kwargs) as cluster:
         _start_workers(cluster, workers, env, gpus)
         with Client(cluster) as client:
             client.wait_for_workers(workers)
             _configure(client, torch_threads)
+            if pin:
+                client.run(pin_to_slot)
+                client.register_worker_callbacks(pin_to_slot)
             yield client
 
 
-def _spawn_environ(torch_threads: Optional[int]) -> dict[str, Any]:
+#: Allocator settings for local workers (``open_client(malloc=True)``). A task runs in a worker's executor thread, so
+#: glibc gives it its own arena, whose 64 MiB heaps are unmapped as soon as they empty; tensors above the mmap
+#: threshold are mapped and unmapped on every allocation, and every page is faulted in and zeroed again by the kernel.
+#: One arena, allocations up to 32 MiB (glibc's maximum) served from the heap, and a heap that is never trimmed keep
+#: memory once touched. Measured (``benchmarks/results/blockwise_task_phases.md``): alone, it halved a ResNet-8 task's
+#: 3 million minor faults; beside the checks' smaller batches (``eval_batch_size`` 250, which removed 98% of them) it
+#: added nothing, so it is off by default.
+MALLOC_ENVIRON = {'MALLOC_ARENA_MAX': 1, 'MALLOC_MMAP_THRESHOLD_': 32 * 2 ** 20, 'MALLOC_TRIM_THRESHOLD_': 2 ** 40}
+
+#: Dask's background work that a long task does not need, off in local clusters: the statistical profiler (a thread
+#: that takes the GIL every 10 ms to walk the task's stack), the system monitor's 0.5 s and the memory monitor's
+#: 0.1 s polls, the event loop's 20 ms watchdog tick, the active memory manager, and the dashboard.
+QUIET = {
+    'distributed.worker.profile.enabled': False,
+    'distributed.admin.system-monitor.interval': '5s',
+    'distributed.admin.system-monitor.gil.enabled': False,
+    'distributed.worker.memory.monitor-interval': '1s',
+    'distributed.admin.tick.interval': '500ms',
+    'distributed.scheduler.active-memory-manager.start': False,
+}
+
+
+def _spawn_environ(torch_threads: Optional[int], malloc: bool = True) -> dict[str, Any]:
     """The environment worker processes start with: Dask's defaults, except ``MALLOC_TRIM_THRESHOLD_`` (Dask sets
     64 KiB to return memory to the system early; with PyTorch's many short-lived tensors that made glibc trim on
-    nearly every free: a block task ran 2.3x slower in a worker than in a plain process, measured here), and the
+    nearly every free: a block task ran 2.3x slower in a worker than in a plain process, measured here), then
+    :data:`MALLOC_ENVIRON` (``malloc``; a variable already set in this process's environment wins), and the
     OpenMP/MKL thread counts set to ``torch_threads``."""
+    import os
+
     import dask
 
     environ = dict(dask.config.get('distributed.nanny.pre-spawn-environ', default={}) or {})
     environ.pop('MALLOC_TRIM_THRESHOLD_', None)
+    if malloc:
+        environ.update({k: v for k, v in MALLOC_ENVIRON.items() if k not in os.environ})
     if torch_threads is not None:
         for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
             environ[key] = torch_threads
@@ -104,6 +138,24 @@ def _configure(client: Any, torch_threads: Optional[int]) -> None:
         client.run(_set_torch_threads, torch_threads)
         client.register_worker_callbacks(lambda: _set_torch_threads(torch_threads))
     log.info('dask: %d workers (%s)', len(worker_names(client)), client.scheduler.address)
+
+
+def pin_to_slot(dask_worker: Any = None) -> Optional[int]:
+    """Pin every thread of the calling worker process (``slot<i>``) to one core, ``i`` modulo the cores available;
+    returns the core (None outside Linux or a slot worker). Threads started later inherit the mask."""
+    import os
+
+    name = str(getattr(dask_worker, 'name', ''))
+    if not hasattr(os, 'sched_setaffinity') or not name.startswith('slot'):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    core = cores[int(name[4:]) % len(cores)]
+    for tid in os.listdir('/proc/self/task'):
+        try:
+            os.sched_setaffinity(int(tid), {core})
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return core
 
 
 def worker_names(client: Any) -> list[str]:

@@ -22,6 +22,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from .phases import PhaseClock
+
 __all__ = ['LocalTrainingSettings', 'BlockResult', 'local_loss', 'fit_block']
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class BlockResult:
     losses: list[float] = field(default_factory=list)  # mean local loss per epoch
     checks: list[tuple[int, float]] = field(default_factory=list)  # (epoch, accuracy of the spliced model)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds by phase (see :mod:`.phases`)
 
     def summary(self) -> dict[str, Any]:
         """Everything but the weights, JSON-friendly."""
@@ -87,6 +90,7 @@ def fit_block(layer: str, block: nn.Module, batches: Callable[[], Iterable[Any]]
     ``evaluate(block)`` (block in eval mode) returns the accuracy in percent of the model with the block spliced in;
     ``reference`` is the teacher's accuracy on the same data. Returns the best weights and the verdict."""
     start = time.perf_counter()
+    clock = PhaseClock()
     optimizer = torch.optim.RMSprop(block.parameters(), lr=settings.lr, alpha=settings.alpha)
     decay = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: settings.lr_decay ** (step / settings.decay_steps))
@@ -94,18 +98,25 @@ def fit_block(layer: str, block: nn.Module, batches: Callable[[], Iterable[Any]]
     for epoch in range(1, settings.epochs + 1):
         block.train()
         total, count = 0.0, 0
+        clock.lap('other')
         for batch in batches():
+            clock.lap('data')  # the batch's gather and augmentation
             inputs, target = pairs(batch)
+            clock.lap('prefix')
             loss = local_loss(block(inputs), target)
+            clock.lap('forward')
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            clock.lap('backward')
             optimizer.step()
             decay.step()
             total, count = total + loss.item(), count + 1
+            clock.lap('optimizer')
         result.losses.append(total / max(count, 1))
         if evaluate is not None and (epoch % settings.check_every == 0 or epoch == settings.epochs):
             block.eval()
             accuracy = float(evaluate(block))
+            clock.lap('check')
             result.checks.append((epoch, accuracy))
             log.info('%s: epoch %d, local loss %.4g, spliced accuracy %.2f%%', layer, epoch, result.losses[-1],
                      accuracy)
@@ -119,5 +130,7 @@ def fit_block(layer: str, block: nn.Module, batches: Callable[[], Iterable[Any]]
         result.accepted = reference is None or reference - result.best_accuracy <= settings.max_drop
     block.load_state_dict(result.state_dict)
     block.eval()
+    clock.lap('other')
     result.seconds = time.perf_counter() - start
+    result.phases = clock.as_dict()
     return result

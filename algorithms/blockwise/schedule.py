@@ -8,16 +8,21 @@ makespan each assignment gives: the seed's chapter IV compares round robin, bin 
   takes the next task of the queue. With the queue in decreasing time order this is LPT, within 4/3 of the optimum.
 
 :func:`makespan` measures an assignment; :func:`simulate` gives every policy's makespan for a list of task times and
-worker counts (the study's "simulated for 4, 8 and 32 workers").
+worker counts (the study's "simulated for 4, 8 and 32 workers"). What bounds a schedule when tasks do not split
+evenly: :func:`best_partition` (the best static assignment, found exhaustively for small cases) and
+:func:`split_makespan` (every task cut into ``parts`` pieces that must run one after another, as a task resumed at
+one of its checks would, list-scheduled longest remaining chain first).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Sequence
 from typing import Optional, TypeVar
 
-__all__ = ['round_robin', 'bin_packing', 'list_schedule', 'makespan', 'simulate', 'lower_bound']
+__all__ = ['round_robin', 'bin_packing', 'list_schedule', 'makespan', 'simulate', 'lower_bound', 'best_partition',
+           'split_makespan']
 
 T = TypeVar('T')
 
@@ -82,3 +87,37 @@ def simulate(times: dict[T, float], workers: Sequence[int]) -> list[dict[str, fl
             row[f'{policy}_speedup'] = serial / row[policy] if row[policy] > 0 else float('nan')
         rows.append(row)
     return rows
+
+
+def best_partition(times: dict[T, float], n: int, limit: int = 1_000_000) -> float:
+    """The smallest makespan of any assignment of whole tasks to ``n`` workers: exhaustive over the ``n ** tasks``
+    assignments up to ``limit`` of them (the first task on worker 0), else bin packing's (an upper bound)."""
+    _check(n)
+    keys = list(times)
+    if not keys:
+        return 0.0
+    if n ** (len(keys) - 1) > limit:
+        return makespan(bin_packing(times, n), times)
+    best = float('inf')
+    for rest in itertools.product(range(n), repeat=len(keys) - 1):
+        loads = [0.0] * n
+        for k, w in zip(keys, (0, *rest)):
+            loads[w] += times[k]
+        best = min(best, max(loads))
+    return best
+
+
+def split_makespan(times: dict[T, float], n: int, parts: int = 2) -> float:
+    """The makespan when every task is cut into ``parts`` equal pieces that run one after another (on any worker):
+    whenever a worker is free it starts the piece that can start soonest, the task with the most work left first."""
+    _check(n)
+    left = {k: parts for k in times}
+    ready = {k: 0.0 for k in times}
+    free = [0.0] * n
+    while any(left.values()):
+        w = min(range(n), key=free.__getitem__)
+        start = min(max(free[w], ready[k]) for k in left if left[k])
+        k = max((k for k in left if left[k] and max(free[w], ready[k]) == start), key=lambda k: left[k] * times[k])
+        free[w] = ready[k] = start + times[k] / parts
+        left[k] -= 1
+    return max(free)

@@ -29,6 +29,7 @@ from .blocks import build_block
 from .cluster import worker_address
 from .layers import ReplaceableLayer, module_macs
 from .local_training import LocalTrainingSettings, fit_block
+from .phases import usage, usage_delta
 from .prefix import TeacherPrefix, materialised_parameters
 
 __all__ = ['BlockTask', 'run_block_task', 'load_block', 'accuracy', 'block_path']
@@ -113,7 +114,7 @@ def run_block_task(task: BlockTask) -> dict[str, Any]:
             return {**stored, 'status': 'finished earlier'}
         log.warning('%s: the stored block was trained with other settings (%s); training it again', task.key,
                     stored.get('config'))
-    started = time.time()
+    started, before = time.time(), usage()
     torch.manual_seed(task.seed + task.layer.index)
     device = _device(task.device)
     prefix = TeacherPrefix(task.build_teacher, task.layer, task.checkpoint, task.input_shape, device)
@@ -129,13 +130,14 @@ def run_block_task(task: BlockTask) -> dict[str, Any]:
         with spliced(teacher, task.layer, candidate):
             return accuracy(teacher, val, device)
 
+    setup_s = time.perf_counter() - before['wall_s']
     result = fit_block(task.key, block, lambda: train, pairs, task.settings, evaluate, task.reference)
     summary = {
         **result.summary(), 'block': task.block, 'worker': worker_address(), 'pid': os.getpid(),
         'device': str(device), 'started': started, 'prefix_params': materialised_parameters(prefix),
         'layer_macs': task.layer.macs, 'layer_params': task.layer.params,
         'block_macs': module_macs(block, task.layer.in_shape), 'block_params': sum(p.numel() for p in block.parameters()),
-        'status': 'trained', 'config': config,
+        'status': 'trained', 'config': config, 'setup_s': round(setup_s, 4), 'usage': usage_delta(before, usage()),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')

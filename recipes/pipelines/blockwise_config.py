@@ -51,7 +51,7 @@ class BlockwiseSection(LocalTrainingSettings):
     layers: Optional[list[Any]] = None
     skip_costlier: bool = True
     batch_size: int = 128
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 250
     val_size: int = 5000
     train_subset: Optional[int] = None
     device: Optional[str] = None

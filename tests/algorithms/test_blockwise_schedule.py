@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from algorithms.blockwise import bin_packing, list_schedule, lower_bound, makespan, round_robin, simulate
+from algorithms.blockwise.schedule import best_partition, split_makespan
 
 # Five block tasks with measured times (seconds), in layer order
 TIMES = {'b1': 7.0, 'b2': 5.0, 'b3': 4.0, 'b4': 3.0, 'b5': 3.0}
@@ -43,3 +44,16 @@ def test_lower_bound_and_simulation():
     assert all(r['bin_packing'] >= r['lower_bound'] and r['work_stealing'] >= r['lower_bound'] for r in rows)
     with pytest.raises(ValueError, match='workers'):
         round_robin(list(TIMES), 0)
+
+
+def test_best_partition_and_halved_tasks_by_hand():
+    # whole tasks: {7, 4} and {5, 3, 3} = 11, where bin packing gives 12; halves reach the same 11 (the bound)
+    assert best_partition(TIMES, 2) == 11.0 and makespan(bin_packing(TIMES, 2), TIMES) == 12.0
+    assert split_makespan(TIMES, 2) == 11.0
+    # five equal tasks on two workers: whole, 3 against 2 (30 s, efficiency 50/60); in halves of 5 s, a piece whose
+    # first half ran can go to either worker: 25 s, the bound
+    equal = {k: 10.0 for k in 'abcde'}
+    assert best_partition(equal, 2) == 30.0 and split_makespan(equal, 2) == 25.0
+    # a halved task still runs its halves one after another: one 10 s task alone cannot go below 10 s on 2 workers
+    assert split_makespan({'a': 10.0}, 2) == 10.0
+    assert best_partition({}, 2) == 0.0

@@ -40,19 +40,44 @@ def test_report_numbers_by_hand():
                'machine': {'sessions': [{'cpu': 'Test CPU', 'cores': 2, 'torch': '2.7', 'date': 'today'}]}}
     text = '\n'.join(render(records, 'cmd'))
     assert 'Test CPU, 2 cores' in text
-    ws = next(l for l in text.splitlines() if l.startswith('| work_stealing (ws2)'))
+    ws = next(l for l in text.splitlines() if l.startswith('| work_stealing (ws2-r0)'))
     cells = [c.strip() for c in ws.split('|')[1:-1]]
     assert cells[1:7] == ['2', '52.0', '3.0', '1.92', '0.96', 'met']  # 100/52, /2
     assert cells[7] == '50.0'  # lower bound max(100/2, 40)
     assert cells[10:] == ['100.0', '1.00', '0.96']  # same task times as 1 worker; busy 100 / (2 x 52)
-    rr = next(l for l in text.splitlines() if l.startswith('| round_robin (rr2)'))
+    rr = next(l for l in text.splitlines() if l.startswith('| round_robin (rr2-r0)'))
     assert '| 1.67 | 0.83 | not met |' in rr
     # greenup = E_serial / E_parallel = 1000/800; powerup = speedup / greenup = 1.923 / 1.25
-    assert 'ws2: greenup 1.25, powerup 1.54' in text
+    assert 'ws2-r0: greenup 1.25, powerup 1.54' in text
     sim = next(l for l in text.splitlines() if re.match(r'\| 2 \| 50\.0 \|', l))
     # round robin [a, c] [b, d] -> 60; bin packing / work stealing (LPT) [a, d] [b, c] -> 50
     assert sim == '| 2 | 50.0 | 60.0 (1.67x) | 50.0 (2.00x) | 50.0 (2.00x) |'
     assert '(-60.0% params, -75.0% MACs)' in text
+
+
+def test_repeats_give_speedup_and_efficiency_intervals_paired_by_repeat():
+    """Each repeat's speedup is against the 1-worker run of the same repeat; the summary is their geometric mean
+    with the log-scale t-interval (by hand: speedups 100/52 and 110/55, efficiencies 0.9615 and 1.0)."""
+    import math
+
+    times = {'a': 40.0, 'b': 30.0, 'c': 20.0, 'd': 10.0}
+    w1r1 = _run(1, 'work_stealing', 110.0, times)
+    del w1r1['models']['student']  # only the first 1-worker run is fine-tuned: the report's models come from it
+    records = {'runs': {'t-w1-r0': _run(1, 'work_stealing', 100.0, times), 't-w1-r1': w1r1,
+                        't-ws2-r0': _run(2, 'work_stealing', 52.0, times),
+                        't-ws2-r1': _run(2, 'work_stealing', 55.0, times)},
+               'machine': {'sessions': []}}
+    text = '\n'.join(render(records, 'cmd'))
+    logs = [math.log(100 / 52 / 2), math.log(110 / 55 / 2)]
+    mean, half = sum(logs) / 2, 12.706 * abs(logs[0] - logs[1]) / math.sqrt(2) / math.sqrt(2)
+    eff = f'{math.exp(mean):.2f} [{math.exp(mean - half):.2f}, {math.exp(mean + half):.2f}]'
+    row = next(l for l in text.splitlines() if l.startswith('| work_stealing (ws2) | 2 | 2 |'))
+    assert f'| {eff} | met on average |' in row  # the mean (0.98) is above 0.90, the interval reaches below
+    assert '| work_stealing (ws2-r1) | 2 | 55.0 | 3.0 | 2.00 | 1.00 | met |' in text  # paired with w1-r1 (110 s)
+    assert f'efficiency {eff} over 2 repeats, goal (>= 0.90) met on average' in text
+    assert 'Student 89.00% vs teacher 90.00%' in text
+    # what the task sizes allow: [a, d] [b, c] = 50 s, whole or halved
+    assert 'best assignment of whole tasks takes 50.0 s (efficiency at most 1.00' in text
 
 
 def test_study_plan_reuses_the_reference_teacher_and_times(tmp_path):

@@ -64,3 +64,14 @@ def worker_name(i: int) -> str:
     from distributed import get_worker
 
     return get_worker().name
+
+
+def worker_settings(dask_worker: object = None) -> dict:
+    """What a worker runs with (``client.run`` passes the worker): its name, Dask's profiler switch, the allocator
+    variable and its CPU affinity."""
+    import os
+
+    import dask
+
+    return {'name': dask_worker.name, 'profile': dask.config.get('distributed.worker.profile.enabled'),
+            'arena_max': os.environ.get('MALLOC_ARENA_MAX'), 'cores': sorted(os.sched_getaffinity(0))}
