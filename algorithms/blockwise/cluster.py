@@ -46,9 +46,10 @@ def open_client(workers: int = 1, address: Optional[str] = None, torch_threads: 
                 **cluster_kwargs: Any) -> Iterator[Any]:
     """A ``distributed.Client``: connected to ``address`` if given, else to a new ``LocalCluster`` of ``workers``
     single-threaded worker processes (closed on exit). Local workers start without Dask's background samplers
-    (:data:`QUIET`, ``quiet``), with :data:`MALLOC_ENVIRON` if ``malloc``, and worker ``i`` on core ``i`` (of the
-    cores this process may use, cyclically; :func:`pin_to_slot`) if ``pin``: the last two were measured and are off
-    by default (``benchmarks/results/blockwise_task_phases.md``). ``cluster_kwargs`` go to ``LocalCluster``."""
+    (:data:`QUIET`, ``quiet``) and with :data:`MALLOC_ENVIRON` (``malloc``); ``pin`` puts worker ``i`` on core ``i``
+    (of the cores this process may use, cyclically; :func:`pin_to_slot`), which was measured slower and is off by
+    default (``benchmarks/results/blockwise_task_phases_variants.md``). ``cluster_kwargs`` go to ``LocalCluster``;
+    none of this applies to an existing cluster (``address``), whose workers were started by someone else."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -81,9 +82,10 @@ def open_client(workers: int = 1, address: Optional[str] = None, torch_threads: 
 #: glibc gives it its own arena, whose 64 MiB heaps are unmapped as soon as they empty; tensors above the mmap
 #: threshold are mapped and unmapped on every allocation, and every page is faulted in and zeroed again by the kernel.
 #: One arena, allocations up to 32 MiB (glibc's maximum) served from the heap, and a heap that is never trimmed keep
-#: memory once touched. Measured (``benchmarks/results/blockwise_task_phases.md``): alone, it halved a ResNet-8 task's
-#: 3 million minor faults; beside the checks' smaller batches (``eval_batch_size`` 250, which removed 98% of them) it
-#: added nothing, so it is off by default.
+#: memory once touched. Measured (``benchmarks/results/blockwise_task_phases_*.md``): alone, it halved a ResNet-8
+#: task's 3 million minor faults; with the checks' smaller batches (``eval_batch_size`` 250) a task had 53,000 faults
+#: in every run (without it, 54,000 in one run and 1.8 million in another: glibc's dynamic threshold depends on the
+#: order of allocations), and a task beside another ran 1.04x slower than alone, against 1.12x without it.
 MALLOC_ENVIRON = {'MALLOC_ARENA_MAX': 1, 'MALLOC_MMAP_THRESHOLD_': 32 * 2 ** 20, 'MALLOC_TRIM_THRESHOLD_': 2 ** 40}
 
 #: Dask's background work that a long task does not need, off in local clusters: the statistical profiler (a thread

@@ -35,12 +35,14 @@ RERUN = ('`python -m benchmarks.study benchmarks/studies/blockwise_fashion_mnist
          '--out benchmarks/results/blockwise_fashion_mnist`')
 ORDER = ('w1', 'ws2', 'rr2', 'bp2')  # the schedules' order in the tables (others after them, as read)
 DESIGN = (
-    "Each teacher's block tasks ran four times: on 1 Dask worker (the reference; its task times feed bin packing and "
-    'the simulations, and its blocks are assembled and fine-tuned), then on 2 workers of one core each under work '
-    'stealing, round robin and bin packing. Makespans exclude the cluster start-up (given apart). Efficiency = '
-    'speedup / workers; the goal here is >= 0.90 with 2 workers (the seed: 0.88 on 2 GPUs, 0.96 on 4). Efficiency '
-    "is the product of two factors the table separates: *task slowdown* (the tasks' summed time against the "
-    '1-worker run: what sharing the machine costs each task) and *busy share* (summed task time / (workers x '
+    "Each teacher's block tasks ran on 1 Dask worker and on 2 workers of one core each under work stealing, round "
+    'robin and bin packing, in repeats (`-r<k>`, interleaved: every configuration of repeat 0, then of repeat 1, ...). '
+    'The first 1-worker run trains the teacher, stores the task times that feed bin packing and the simulations, and '
+    'its blocks are assembled and fine-tuned; every other run reuses its teacher and only runs the tasks. A repeat\'s '
+    'speedup is against the 1-worker run of the same repeat. Makespans exclude the cluster start-up (given apart). '
+    'Efficiency = speedup / workers; the goal here is >= 0.90 with 2 workers (the seed: 0.88 on 2 GPUs, 0.96 on 4). '
+    "Efficiency is the product of two factors the table separates: *task slowdown* (the tasks' summed time against "
+    'the 1-worker run: what sharing the machine costs each task) and *busy share* (summed task time / (workers x '
     'makespan): how well the schedule keeps the workers busy, 1 = never idle); efficiency is about busy share / task '
     'slowdown.')
 

@@ -125,15 +125,19 @@ def one(summary: dict[str, Any]) -> dict[str, float]:
 
 
 def build_run(args: argparse.Namespace, work: Path, overrides: list[str]) -> tuple[Any, Any]:
-    """The blockwise run (data cached under ``work``) with ``overrides``, and its layer to time."""
+    """The blockwise run (data cached under ``work``) with ``overrides``, and its layer to time; the layer is checked
+    before anything is written."""
     import torch
 
     from recipes.blockwise import Blockwise
     from recipes.pipelines.blockwise_config import load_blockwise
 
-    cfg = load_blockwise(args.spec, [f'run_dir={work}', *args.overrides, *overrides])
+    bw = Blockwise(load_blockwise(args.spec, [f'run_dir={work}', *args.overrides, *overrides]))
+    layers = {layer.conv: layer for layer in bw.layers()}
+    name = args.layer or next(iter(layers))
+    if name not in layers:
+        raise ConfigError(f"--layer: {name!r} has no task; expected one of {', '.join(layers)}")
     work.mkdir(parents=True, exist_ok=True)
-    bw = Blockwise(cfg)
     if args.checkpoint:
         bw.checkpoint = Path(args.checkpoint)
     else:
@@ -142,10 +146,6 @@ def build_run(args: argparse.Namespace, work: Path, overrides: list[str]) -> tup
             torch.manual_seed(0)
             torch.save(bw.build_teacher().state_dict(), bw.checkpoint)
     bw.ensure_cache()
-    layers = {layer.conv: layer for layer in bw.layers()}
-    name = args.layer or next(iter(layers))
-    if name not in layers:
-        raise ConfigError(f"--layer: {name!r} has no task; expected one of {', '.join(layers)}")
     return bw, layers[name]
 
 

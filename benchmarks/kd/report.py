@@ -107,6 +107,7 @@ def findings(r: Repeats) -> list[Finding]:
     out += teacher_findings(r, curves)
     out += matryoshka_findings(r, curves)
     out += cache_findings(r)
+    out += fidelity_findings(r)
     return out
 
 
@@ -136,6 +137,35 @@ def cache_findings(r: Repeats) -> list[Finding]:
                     f'{v0}); picked as the best of {len(ranked)} cached students whose every seed reached the target '
                     '(a selection, so this interval is optimistic). Teachers\' own training: '
                     f'{speed_cell(best, "speedup_with_teachers")}.')]
+
+
+def online_twin(r: Repeats, name: str) -> Optional[str]:
+    """The online run a cached student mirrors: the same series without ``cached``, the same duration and teachers,
+    no cache read; None if the study has none."""
+    first = r.stats(name).first  # type: ignore[union-attr]
+    if not first.series.startswith('cached '):
+        return None
+    for other in r.names():
+        o = r.stats(other).first  # type: ignore[union-attr]
+        if (not o.caches and o.series == first.series[len('cached '):] and o.duration == first.duration
+                and o.teachers == first.teachers):
+            return other
+    return None
+
+
+def fidelity_findings(r: Repeats) -> list[Finding]:
+    """Each cached student's final accuracy against its online twin's (paired by seed): the cache's fidelity over a
+    whole run, where the tests check it step by step."""
+    pairs = [(n, twin) for n in cached_students(r) if (twin := online_twin(r, n)) is not None]
+    if not pairs:
+        return []
+    results = [(n, twin, *acc_diff(r, n, twin)) for n, twin in pairs]
+    differ = [n for n, _, v, _ in results if v in ('holds', 'does not hold')]  # an interval off zero, either way
+    verdict = 'within noise' if not differ else f'holds for {len(differ)} of {len(results)} pairs'
+    return [Finding("A cached student's final accuracy differs from its online twin's (same teacher, method and "
+                    'steps; paired by seed; > 0: the cached student is more accurate)', verdict,
+                    '; '.join(f'`{n}` - `{twin}`: {pct(iv)} points' + (' (differs)' if n in differ else '')
+                              for n, twin, _, iv in results) + '.')]
 
 
 def cache_table(r: Repeats) -> list[str]:

@@ -126,6 +126,11 @@ def test_the_report_shows_the_cache_columns_and_its_readers(synthetic, tmp_path)
         best['evidence']
     assert best['verdict'] == 'within noise'  # one seed: no interval to decide by
     assert numbers['runs']['cached-kl-2ep']['time_to_target_with_cache'] == [pytest.approx(24.0)]
+    # fidelity: the one cached student with an online twin (KD-KL of teacher-a, same duration) ends where it does;
+    # the MSE student has no online twin, the averaged pool's cache no single-teacher one
+    twin = next(f for f in numbers['findings'] if "online twin's" in f['claim'])
+    assert twin['evidence'] == '`cached-kl-2ep` - `kd-kl-2ep`: 0.00 (1 run) points.'
+    assert twin['verdict'] == 'within noise'
     assert 'speedup_with_cache' not in numbers['runs']['kd-kl-2ep']  # summary.json as before for online runs
 
 
