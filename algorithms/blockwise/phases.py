@@ -13,9 +13,13 @@ hyper-thread), and how much CPU the process's other threads (a Dask worker's eve
 
 from __future__ import annotations
 
-import resource
 import time
 from collections import defaultdict
+
+try:
+    import resource
+except ImportError:  # Windows: no getrusage; usage() then reports the wall clock only
+    resource = None  # type: ignore[assignment]
 
 __all__ = ['PhaseClock', 'usage', 'usage_delta']
 
@@ -46,8 +50,11 @@ def _snapshot(who: int) -> dict[str, float]:
 
 def usage() -> dict[str, dict[str, float]]:
     """``{'wall_s', 'thread': {...}, 'process': {...}}`` with CPU seconds, page faults (minor/major) and voluntary /
-    involuntary context switches; ``thread`` is absent where the OS has no per-thread accounting."""
-    out = {'wall_s': time.perf_counter(), 'process': _snapshot(resource.RUSAGE_SELF)}
+    involuntary context switches; ``thread`` is absent where the OS has no per-thread accounting, ``process`` too
+    where it has no ``getrusage`` (Windows)."""
+    out: dict = {'wall_s': time.perf_counter()}
+    if resource is not None:
+        out['process'] = _snapshot(resource.RUSAGE_SELF)
     if _THREAD is not None:
         out['thread'] = _snapshot(_THREAD)
     return out

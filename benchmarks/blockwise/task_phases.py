@@ -132,15 +132,15 @@ def build_run(args: argparse.Namespace, work: Path, overrides: list[str]) -> tup
     from recipes.blockwise import Blockwise
     from recipes.pipelines.blockwise_config import load_blockwise
 
-    bw = Blockwise(load_blockwise(args.spec, [f'run_dir={work}', *args.overrides, *overrides]))
+    given = [f'teacher.checkpoint={args.checkpoint}'] if args.checkpoint else []
+    bw = Blockwise(load_blockwise(args.spec, [f'run_dir={work}', *args.overrides, *overrides, *given]))
+    bw.check()  # a given checkpoint is safe and fits the teacher's architecture (the driver's own check)
     layers = {layer.conv: layer for layer in bw.layers()}
     name = args.layer or next(iter(layers))
     if name not in layers:
         raise ConfigError(f"--layer: {name!r} has no task; expected one of {', '.join(layers)}")
     work.mkdir(parents=True, exist_ok=True)
-    if args.checkpoint:
-        bw.checkpoint = Path(args.checkpoint)
-    else:
+    if not args.checkpoint:
         bw.checkpoint = work / 'teacher.pt'
         if not bw.checkpoint.is_file():
             torch.manual_seed(0)
@@ -217,7 +217,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--spec', default=SPEC, help='blockwise spec (default: %(default)s)')
     p.add_argument('--layer', help='the layer whose task is timed (default: the first with a task)')
-    p.add_argument('--checkpoint', help="the teacher's checkpoint (default: an untrained teacher)")
+    p.add_argument('--checkpoint', help="the teacher's checkpoint, checked as the driver's teacher.checkpoint "
+                   '(default: an untrained teacher)')
     p.add_argument('--repeats', type=int, default=2)
     p.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES))
     p.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=['before', 'after'],
@@ -226,13 +227,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--out', help='markdown report (also printed)')
     p.add_argument('overrides', nargs='*', help='dotted.key=value overrides of the spec')
     args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error('--repeats: expected an integer >= 1')
     try:
+        if args.repeats < 1:
+            raise ConfigError(f'--repeats: expected an integer >= 1, got {args.repeats}')
         if not Path(args.spec).is_file():
             raise ConfigError(f'--spec: file not found: {args.spec}')
-        if args.checkpoint and not Path(args.checkpoint).is_file():
-            raise ConfigError(f'--checkpoint: file not found: {args.checkpoint}')
         data = measure(args)
     except ConfigError as e:
         sys.stderr.write(f'error: {e}\n')

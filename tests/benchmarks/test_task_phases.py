@@ -43,10 +43,15 @@ def test_bad_inputs_are_one_line_before_anything_is_written(tmp_path, capsys):
                     f"eval_loader.path: '{tmp_path / 'data'}'}}\n"
                     "blockwise: {val_size: 16}\n")
     work = tmp_path / 'work'
+    empty = tmp_path / 'empty.pt'
+    empty.write_bytes(b'')  # not a checkpoint: refused before the data cache or the scratch teacher is written
     for argv, message in (
             (['--spec', str(tmp_path / 'nope.yaml')], 'error: --spec: file not found'),
             (['--spec', str(spec), '--layer', 'fc'], "error: --layer: 'fc' has no task; expected one of layer1.0.conv1"),
-            (['--spec', str(spec), '--', 'blockwise.epochz=2'], "error: unknown key 'blockwise.epochz'")):
+            (['--spec', str(spec), '--', 'blockwise.epochz=2'], "error: unknown key 'blockwise.epochz'"),
+            (['--spec', str(spec), '--repeats', '0'], 'error: --repeats: expected an integer >= 1, got 0'),
+            (['--spec', str(spec), '--checkpoint', str(tmp_path / 'none.pt')], 'error: teacher.checkpoint: '),
+            (['--spec', str(spec), '--checkpoint', str(empty)], 'error: teacher.checkpoint: ')):
         assert task_phases.main(['--work', str(work), *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith(message) and err.count('\n') == 1, err
