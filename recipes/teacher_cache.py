@@ -6,9 +6,17 @@
         [--dask local:N | gpus:N | tcp://HOST:PORT] [key=value ...]
 
 It replays the recipe's train loader (its own builders: dataset, skip/subset/downsample, seed, batch size, crop
-and flip drawn from (seed, epoch), the rank split of ``--world-size`` ranks), runs the teacher in inference mode
-(eval, channels-last, bf16 autocast on a GPU that supports it, fp32 on CPU) and writes one shard per (epoch, rank)
-under ``--out`` (see ``algorithms/distillation/teacher_cache.py``). Several ``--teacher`` make a pool whose
+and flip drawn from (seed, epoch), the rank split of ``--world-size`` ranks; for a masked LM's ``text_json``, its
+blocks and masks), runs the teacher in inference mode (eval, channels-last, bf16 autocast on a GPU that supports
+it, fp32 on CPU) and writes one shard per (epoch, rank) under ``--out`` (format:
+``algorithms/distillation/cache_format.py``): a row per example, or for a masked LM a row per masked position
+(``--store topk --k 64`` suits a vocabulary). A teacher's model is the one the recipe's ``teachers:`` list gives its
+checkpoint (``{checkpoint: ..., model: {...}}``), else the student's; ``--teacher-model JSON`` overrides both::
+
+    python recipes/teacher_cache.py -f yamls/sotu/tiny_bert_kd_4l.yaml --store topk --k 64 \\
+        --teacher runs/study-bert-teachers/sotu-bert-4l-teacher/checkpoints/latest-rank0.pt --out caches/bert4l
+
+Several ``--teacher`` make a pool whose
 outputs are averaged (the ``all`` ensemble, read at the cost of one). Resumable: a finished shard is skipped, so
 running the same command again completes the cache. ``--dask`` makes each missing shard a task on a Dask cluster
 (``algorithms/blockwise/cluster.py``'s: local worker processes, one GPU each, or a running scheduler whose workers
@@ -48,8 +56,9 @@ import torch  # noqa: E402
 
 from algorithms.callbacks.machine import machine_info  # noqa: E402
 from algorithms.distillation import TeacherCache, TeacherPool  # noqa: E402
-from algorithms.distillation.teacher_cache import (  # noqa: E402
-    FORMAT, MANIFEST, STORES, ShardWriter, bytes_per_example, encode_rows, shard_fields, write_manifest)
+from algorithms.distillation.cache_format import (  # noqa: E402
+    FORMAT, MANIFEST, STORES, ShardWriter, batch_inputs, bytes_per_example, bytes_per_row, encode_rows, masked_counts,
+    masked_rows, shard_fields, shard_name, write_manifest)
 from recipes.core.cache_replay import needed_epochs, replay_samplers, run_fingerprint, teacher_fingerprint  # noqa: E402
 from recipes.core.cli import LOG_FORMAT  # noqa: E402
 from recipes.core.config import load_config, validate_top_level  # noqa: E402
@@ -68,7 +77,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--teacher', action='append', required=True, metavar='CKPT',
                         help='teacher checkpoint; repeat for a pool whose outputs are averaged')
     parser.add_argument('--teacher-model', default=None, metavar='JSON',
-                        help="the teachers' model section as JSON (default: the recipe's model)")
+                        help="the teachers' model section as JSON (default: the model the recipe's teachers list "
+                        "gives that checkpoint, else the recipe's model)")
     parser.add_argument('--out', required=True, help='the cache folder')
     parser.add_argument('--epochs', default=None, help="e.g. 0-14 or 0,3,5-7 (default: every epoch of the recipe)")
     parser.add_argument('--store', default='dense', help='dense | topk | sampled (default: dense)')
@@ -127,10 +137,28 @@ def _device(name: str) -> torch.device:
     return torch.device('cpu')
 
 
-def teacher_logits(job_pool: TeacherPool, x: torch.Tensor, y: torch.Tensor, autocast: bool) -> torch.Tensor:
+def teacher_logits(job_pool: TeacherPool, batch: Any, autocast: bool) -> torch.Tensor:
     """The pool's mean logits on one chunk, in inference mode (bf16 autocast when asked)."""
+    x = batch_inputs(batch)
     with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-        return job_pool.forward((x, y)).outputs.float()
+        return job_pool.forward(batch).outputs.float()
+
+
+def row_unit(batch: Any) -> str:
+    """``masked`` for a masked LM's batch (a mapping with labels of the inputs' shape), else ``examples``."""
+    if isinstance(batch, dict) and isinstance(batch.get('labels'), torch.Tensor) and \
+            batch['labels'].shape == batch_inputs(batch).shape and batch['labels'].dim() == 2:
+        return 'masked'
+    return 'examples'
+
+
+def cat_batches(batches: Sequence[Any]) -> Any:
+    """Several loader batches as one (tuples element by element, mappings key by key)."""
+    if len(batches) == 1:
+        return batches[0]
+    if isinstance(batches[0], dict):
+        return {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+    return tuple(torch.cat([b[i] for b in batches]) for i in range(len(batches[0])))
 
 
 def check_options(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[int], float]:
@@ -171,47 +199,67 @@ def load_command(path: str | Path, argv: Sequence[str]) -> dict[str, Any]:
     return check_options(args)[0]
 
 
+def recipe_teacher_model(cfg: dict[str, Any], checkpoint: str) -> Optional[dict[str, Any]]:
+    """The model section the recipe gives the teacher ``checkpoint`` (an entry ``{checkpoint: ..., model: ...}`` of
+    any algorithm's ``teachers``, the same file), or None."""
+    wanted = Path(checkpoint).resolve()
+    for algorithm in (cfg.get('algorithms') or {}).values():
+        for entry in (algorithm.get('teachers') or []) if isinstance(algorithm, dict) else []:
+            if isinstance(entry, dict) and entry.get('model') and entry.get('checkpoint') and \
+                    Path(entry['checkpoint']).resolve() == wanted:
+                return dict(entry['model'])
+    return None
+
+
 def plan(args: argparse.Namespace) -> Job:
     """Every check, no write: the config, the teachers, the storage, the epochs and an existing ``--out``."""
     cfg, k, temperature = check_options(args)
     check_data(cfg['train_loader'], 'train_loader')
-    model = cfg['model'] if args.teacher_model is None else json.loads(args.teacher_model)
-    built = build_teachers([{'checkpoint': c, 'model': model} for c in args.teacher], cfg['model'], key='--teacher')
+    given = None if args.teacher_model is None else json.loads(args.teacher_model)
+    models = [given or recipe_teacher_model(cfg, c) or cfg['model'] for c in args.teacher]
+    built = build_teachers([{'checkpoint': c, 'model': m} for c, m in zip(args.teacher, models)], cfg['model'],
+                           key='--teacher')
     device = _device(args.device)
     dataset, samplers = replay_samplers(cfg, args.world_size, device)
     bpe = len(samplers[0])
     epochs = parse_epochs(args.epochs) if args.epochs is not None else \
         list(needed_epochs(cfg['max_duration'], 0, '1dur', bpe, cfg['global_train_batch_size']))
     pool = TeacherPool(built.models, mode='all')
+    samplers[0].set_epoch(epochs[0])
+    batch = dataset[next(iter(samplers[0]))]
+    inputs = batch_inputs(batch)
     for teacher in pool.teachers:
         teacher.to(device)
-        if len(dataset.x.shape) == 4:
+        if inputs.dim() == 4:
             teacher.to(memory_format=torch.channels_last)
     autocast = device.type == 'cuda' and torch.cuda.is_bf16_supported()
-    samplers[0].set_epoch(epochs[0])
-    x, y = dataset[next(iter(samplers[0]))]
+    unit = row_unit(batch)
     try:
-        logits = teacher_logits(pool, x, y, autocast)
-    except RuntimeError as e:
-        raise ConfigError(f'--teacher: the teacher does not take the recipe\'s inputs {tuple(x.shape)}: '
-                          f'{str(e).splitlines()[0]}') from None
-    if logits.dim() != 2:
-        raise ConfigError(f'--teacher: a cache stores one row of logits per example; the teacher gives '
-                          f'{tuple(logits.shape)}')
+        logits = teacher_logits(pool, batch, autocast)
+        if unit == 'masked':
+            logits = masked_rows(logits, batch)
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f'--teacher: the teacher does not take the recipe\'s inputs {tuple(inputs.shape)}: '
+                          f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
+    if logits.dim() != 2 or (unit == 'masked' and len(logits) != int(masked_counts(batch).sum())):
+        raise ConfigError(f'--teacher: a cache stores one row of logits per example (per masked position of a masked '
+                          f'LM); the teacher gives {tuple(logits.shape)} for inputs {tuple(inputs.shape)}')
     num_classes = logits.shape[1]
     try:
-        fields = shard_fields(args.store, num_classes, k)
+        fields = shard_fields(args.store, num_classes, k, unit)
     except ValueError as e:
         raise ConfigError(f'--k: {e}') from None
-    fingerprint = {**teacher_fingerprint(built.checkpoints, [model] * len(built.checkpoints)),
+    fingerprint = {**teacher_fingerprint(built.checkpoints, models),
                    **run_fingerprint(cfg, args.world_size)}
     manifest = {
         'format': FORMAT, 'store': args.store, 'k': k, 'temperature': temperature, 'sample_power': args.sample_power,
         'num_classes': num_classes, 'fields': [list(f) for f in fields], 'batch_size': samplers[0].batch_size,
         'rows_per_rank': len(samplers[0]._indices(None)), 'world_size': args.world_size, 'epochs': epochs,
         'compute': 'bf16' if autocast else 'fp32', 'fingerprint': fingerprint,
-        'bytes_per_example': bytes_per_example(args.store, num_classes, k),
-        'teachers': [{'checkpoint': str(Path(c).resolve()), 'model': model} for c in built.checkpoints],
+        'rows': unit, 'bytes_per_row': bytes_per_row(args.store, num_classes, k, unit),
+        'bytes_per_example': bytes_per_example(args.store, num_classes, k, unit,
+                                               float(masked_counts(batch).float().mean()) if unit == 'masked' else 1),
+        'teachers': [{'checkpoint': str(Path(c).resolve()), 'model': m} for c, m in zip(built.checkpoints, models)],
         'recipe': str(Path(args.file).resolve()), 'overrides': list(args.overrides),
     }
     out = Path(args.out)
@@ -220,7 +268,7 @@ def plan(args: argparse.Namespace) -> Job:
             old = TeacherCache(out).manifest
         except (OSError, ValueError, KeyError) as e:
             raise ConfigError(f'--out: {e}') from None
-        for name in ('fingerprint', 'store', 'k', 'temperature', 'sample_power', 'fields', 'batch_size',
+        for name in ('fingerprint', 'store', 'k', 'temperature', 'sample_power', 'rows', 'fields', 'batch_size',
                      'rows_per_rank', 'world_size', 'compute'):
             if json.loads(json.dumps(old.get(name))) != json.loads(json.dumps(manifest[name])):
                 raise ConfigError(f'--out: {out} holds a cache of another run or storage ({name} differs); give '
@@ -238,17 +286,21 @@ def produce_shard(job: Job, epoch: int, rank: int, progress: Any = None) -> int:
     come from a generator seeded by (seed, epoch, rank), so any worker writes the same bytes."""
     sampler = job.samplers[rank]
     sampler.set_epoch(epoch)
-    writer = ShardWriter(job.out, job.manifest, epoch, rank)
+    keys, row = list(sampler), 0
+    masked = job.manifest.get('rows') == 'masked'
+    counts = np.concatenate([masked_counts(job.dataset[key]).cpu().numpy() for key in keys]) if masked else None
+    writer = ShardWriter(job.out, job.manifest, epoch, rank, counts=counts)
     seed = int(np.random.SeedSequence([job.manifest['fingerprint']['seed'], epoch, rank]).generate_state(1)[0])
     generator = torch.Generator().manual_seed(seed)
-    keys, row = list(sampler), 0
     for i in range(0, len(keys), job.chunk):
         batches = [job.dataset[key] for key in keys[i:i + job.chunk]]
-        x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-        logits = teacher_logits(job.pool, x, y, job.autocast)
-        writer.write(row, encode_rows(logits, x, job.manifest['store'], job.manifest['k'],
+        batch = cat_batches(batches)
+        logits = teacher_logits(job.pool, batch, job.autocast)
+        if masked:
+            logits = masked_rows(logits, batch)
+        writer.write(row, encode_rows(logits, batch, job.manifest['store'], job.manifest['k'],
                                       job.manifest['temperature'], generator=generator, power=job.power))
-        row += len(x)
+        row += len(batch_inputs(batch))
         if progress is not None:
             progress.update(len(batches))
     writer.commit()
@@ -306,9 +358,11 @@ def produce(job: Job, argv: Optional[Sequence[str]] = None, dask: Optional[dict[
         log.info('%d shard(s) finished earlier, skipped', skipped)
     per_example = job.manifest['bytes_per_example']
     rows = job.manifest['rows_per_rank']
-    log.info('storage %s (k=%s, T=%s): %d bytes per example per epoch, %s bytes per epoch (%d rank(s))',
-             job.manifest['store'], job.manifest['k'], job.manifest['temperature'], per_example,
-             f'{per_example * rows * len(job.samplers):,}', len(job.samplers))
+    log.info('storage %s (k=%s, T=%s, rows: %s, %d bytes a row): %.0f bytes per example per epoch%s, %s bytes per '
+             'epoch (%d rank(s))', job.manifest['store'], job.manifest['k'], job.manifest['temperature'],
+             job.manifest['rows'], job.manifest['bytes_per_row'], per_example,
+             ' (estimated from the first batch\'s masks)' if job.manifest['rows'] == 'masked' else '',
+             f'{int(per_example * rows * len(job.samplers)):,}', len(job.samplers))
     bar = tqdm(total=len(todo) * len(job.samplers[0]), unit='batch', desc='teacher cache', disable=None)
     started, examples, shard_seconds = time.perf_counter(), 0, 0.0
     if dask is None:
@@ -333,6 +387,9 @@ def produce(job: Job, argv: Optional[Sequence[str]] = None, dask: Optional[dict[
                                                       f"{'gpus' if dask['gpus'] else 'local'}:{dask['workers']}")
         job.manifest['production'] = production_record(job.manifest.get('production'), elapsed, shard_seconds,
                                                         len(todo), examples, where)
+        if job.manifest['rows'] == 'masked':  # measured over the shards written: the masks vary by epoch
+            sizes = [(job.out / shard_name(e, r)).stat().st_size for e in job.epochs for r in range(len(job.samplers))]
+            job.manifest['bytes_per_example'] = round(sum(sizes) / (len(sizes) * rows), 1)
         write_manifest(job.out, job.manifest)
     log.info('wrote %d shard(s) in %.1f s (%.0f examples/s) to %s', len(todo), elapsed,
              examples / elapsed if elapsed > 0 else 0.0, job.out)

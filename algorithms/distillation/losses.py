@@ -2,7 +2,9 @@
 
 Both take student and teacher logits of shape ``[N, C]`` or ``[N, L, C]`` (a sequence model: every position is a
 row) and an optional boolean ``mask`` of shape ``logits.shape[:-1]`` that keeps only some rows, e.g. the masked
-positions of a masked language model (``labels != -100``). Both compute in float32 whatever the input dtype.
+positions of a masked language model (``labels != -100``). Teacher logits ``[M, C]`` with student logits
+``[N, L, C]`` and a mask of ``M`` kept rows are a teacher cache's rows (already the masked positions). Both compute
+in float32 whatever the input dtype.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ IGNORE_INDEX = -100
 def _rows(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
           mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Flatten ``[..., C]`` logits to float32 rows ``[M, C]``, keeping only the rows where ``mask`` is True."""
+    if mask is not None and student_logits.dim() == 3 and teacher_logits.dim() == 2 and \
+            student_logits.shape[-1] == teacher_logits.shape[-1]:  # a cache's rows: the masked positions already
+        student_logits = student_logits[mask.to(device=student_logits.device, dtype=torch.bool)]
+        if student_logits.shape[0] != teacher_logits.shape[0]:
+            raise ValueError(f'{student_logits.shape[0]} masked positions of the student for {teacher_logits.shape[0]} '
+                             'rows of teacher logits')
+        mask = None
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f'student logits {tuple(student_logits.shape)} and teacher logits '
                          f'{tuple(teacher_logits.shape)} must have the same shape')

@@ -1,26 +1,8 @@
 """A cache of a teacher's outputs for exactly the views a student sees, and a teacher pool that reads it.
 
-Layout of a cache folder (JSON and raw arrays only: nothing in it is unpickled, so a folder a user hands over
-cannot run code)::
-
-    manifest.json             what made it (fingerprint), the storage kind, k, T, the row layout, the epochs
-    epoch0003-rank0.bin       one shard per (epoch, rank): the rows of that rank's batches in the order they are
-                              drawn, so (epoch, batch index) is a contiguous row range; fields one after another
-
-A shard is written under a temporary name and renamed into place (``os.replace``): a shard that exists is whole,
-and a producer that stops resumes at the first missing one. Reads are memory-mapped (``numpy.memmap``).
-
-Storage kinds (bytes per example: :func:`bytes_per_example`):
-
-* ``dense``: every logit in fp16 (``2 C`` bytes); KD's KL and MSE read them as float32 logits;
-* ``topk``: the ``k`` largest logits (fp16) at their class indices (int16, int32 past 32,767 classes) and the
-  teacher's probability outside them at ``T`` (float32);
-* ``sampled``: Random-Sampling KD's ``k`` draws: distinct class indices, fp16 importance weights and the teacher's
-  entropy at ``T`` (see :mod:`.sparse_targets`).
-
-Every row also carries a float32 digest of its input (:func:`input_digest`: a fixed weighted sum, sensitive to the
-order, crop and flip): the reader checks each batch against it, so a cache that does not fit the batches (another
-order, a resumed run off by a batch) fails at once instead of teaching the wrong rows.
+The folder's format (manifest, shards, storage kinds, row units, input digests) is :mod:`.cache_format`'s. A shard
+is written under a temporary name and renamed into place (``os.replace``): a shard that exists is whole, and a
+producer that stops resumes at the first missing one. Reads are memory-mapped (``numpy.memmap``).
 """
 
 from __future__ import annotations
@@ -31,7 +13,6 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -39,155 +20,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cache_format import (FORMAT, MANIFEST, ROW_UNITS, STORES, ShardLayout, ShardWriter, batch_digest, batch_inputs,
+                           bytes_per_example, bytes_per_row, encode_rows, encode_targets, input_digest, masked_counts,
+                           masked_rows, shard_fields, shard_name, write_manifest)
 from .model_io import ModelIO
-from .sparse_targets import SparseTargets, sampled_targets, topk_targets
+from .sparse_targets import SparseTargets, topk_targets
 from .teacher_pool import TeacherPool
 
-__all__ = ['TeacherCache', 'CachedTeacherPool', 'TeacherCacheMismatch', 'ShardWriter', 'STORES', 'MANIFEST',
-           'FORMAT', 'bytes_per_example', 'shard_fields', 'encode_rows', 'input_digest', 'batch_inputs',
-           'write_manifest', 'shard_name']
+__all__ = ['TeacherCache', 'CachedTeacher', 'CachedTeacherPool', 'TeacherCacheMismatch',
+           # the format, re-exported (defined in .cache_format)
+           'ShardWriter', 'STORES', 'ROW_UNITS', 'MANIFEST', 'FORMAT', 'bytes_per_example', 'bytes_per_row',
+           'shard_fields', 'encode_rows', 'encode_targets', 'input_digest', 'batch_digest', 'batch_inputs',
+           'masked_counts', 'masked_rows', 'write_manifest', 'shard_name']
 
 log = logging.getLogger(__name__)
-
-FORMAT = 'teacher-cache/1'
-MANIFEST = 'manifest.json'
-STORES = ('dense', 'topk', 'sampled')
 
 
 class TeacherCacheMismatch(RuntimeError):
     """The cache disagrees with the run: its rows do not fit the batch, or the live teacher (``verify_every``)."""
-
-
-def _index_dtype(num_classes: int) -> str:
-    return 'int16' if num_classes <= np.iinfo(np.int16).max else 'int32'
-
-
-def shard_fields(store: str, num_classes: int, k: Optional[int] = None) -> list[tuple[str, str, int]]:
-    """``(name, numpy dtype, values per row)`` of a shard's fields, in file order."""
-    if store not in STORES:
-        raise ValueError(f'unknown store {store!r}; expected one of {", ".join(STORES)}')
-    if store == 'dense':
-        fields = [('logits', 'float16', num_classes)]
-    else:
-        if store == 'topk' and (k is None or not 1 <= k <= num_classes):
-            raise ValueError(f'store {store!r} needs k between 1 and the number of classes ({num_classes}), got {k}')
-        if store == 'sampled' and (k is None or k < 1):  # draws with replacement: k may exceed the classes
-            raise ValueError(f'store {store!r} needs k >= 1 samples per row, got {k}')
-        fields = [('indices', _index_dtype(num_classes), k), ('values', 'float16', k), ('tail', 'float32', 1)]
-    return fields + [('digest', 'float32', 1)]
-
-
-def bytes_per_example(store: str, num_classes: int, k: Optional[int] = None) -> int:
-    """Bytes a cache stores per example per epoch (the input digest's 4 included)."""
-    return sum(np.dtype(dtype).itemsize * width for _, dtype, width in shard_fields(store, num_classes, k))
-
-
-def shard_name(epoch: int, rank: int) -> str:
-    return f'epoch{epoch:04d}-rank{rank}.bin'
-
-
-def batch_inputs(batch: Any) -> torch.Tensor:
-    """The model input of a batch: the tensor itself, ``batch[0]`` of a tuple, ``input_ids`` (or the first tensor)
-    of a mapping."""
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0]
-    if isinstance(batch, Mapping):
-        if isinstance(batch.get('input_ids'), torch.Tensor):
-            return batch['input_ids']
-        for value in batch.values():
-            if isinstance(value, torch.Tensor):
-                return value
-    raise TypeError(f'cannot find the inputs of a batch of type {type(batch).__name__}')
-
-
-_DIGEST_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
-
-
-def _digest_weights(size: int, device: torch.device) -> torch.Tensor:
-    key = (size, str(device))
-    if key not in _DIGEST_WEIGHTS:  # fixed, position-dependent (a mirror image or a shifted crop sums differently)
-        positions = torch.arange(size, dtype=torch.float64)
-        _DIGEST_WEIGHTS[key] = ((positions * 0.6180339887498949) % 1.0 + 0.5).float().to(device)
-    return _DIGEST_WEIGHTS[key]
-
-
-def input_digest(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of ``inputs`` ``[N, ...]``: a float32 weighted sum of its values, and the tolerance a replay on
-    another device keeps to (``1e-4`` of the weighted sum of absolute values)."""
-    flat = inputs.detach().reshape(len(inputs), -1).float()
-    w = _digest_weights(flat.shape[1], flat.device)
-    return flat @ w, 1e-4 * (flat.abs() @ w) + 1e-4
-
-
-def encode_rows(logits: torch.Tensor, inputs: torch.Tensor, store: str, k: Optional[int], temperature: float,
-                generator: Optional[torch.Generator] = None, power: float = 1.0) -> dict[str, np.ndarray]:
-    """The shard fields of a batch: its (mean) teacher logits ``[N, C]`` stored as ``store``, and the inputs'
-    digests. ``generator`` (a CPU generator) draws the ``sampled`` kind's classes."""
-    logits = logits.detach().float().cpu()
-    if logits.dim() != 2:
-        raise ValueError(f'a cache stores [N, C] logits (one row per example); got {tuple(logits.shape)}')
-    num_classes = logits.shape[1]
-    out: dict[str, np.ndarray] = {'digest': input_digest(inputs)[0].cpu().numpy().reshape(-1, 1)}
-    if store == 'dense':
-        out['logits'] = logits.numpy().astype(np.float16)
-        return out
-    targets = topk_targets(logits, k, temperature) if store == 'topk' else \
-        sampled_targets(logits, k, temperature, generator=generator, power=power)
-    out['indices'] = targets.indices.numpy().astype(_index_dtype(num_classes))
-    out['values'] = targets.values.numpy().astype(np.float16)
-    out['tail'] = targets.tail.numpy().astype(np.float32).reshape(-1, 1)
-    return out
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_manifest(folder: Union[str, os.PathLike], manifest: Mapping[str, Any]) -> None:
-    """Write ``manifest.json`` atomically (JSON only)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-
-
-def _layout(fields: Sequence[Sequence[Any]], rows: int) -> dict[str, tuple[int, np.dtype, tuple[int, int]]]:
-    """``name -> (byte offset, dtype, shape)`` of each field in a shard of ``rows`` rows."""
-    out, offset = {}, 0
-    for name, dtype, width in fields:
-        dtype = np.dtype(dtype)
-        out[name] = (offset, dtype, (rows, int(width)))
-        offset += dtype.itemsize * rows * int(width)
-    return out
-
-
-class ShardWriter:
-    """Fill one shard row range by row range in a temporary memory-mapped file, then :meth:`commit` it (flush and
-    ``os.replace`` into its final name)."""
-
-    def __init__(self, folder: Union[str, os.PathLike], manifest: Mapping[str, Any], epoch: int, rank: int) -> None:
-        self.path = Path(folder) / shard_name(epoch, rank)
-        self.tmp = self.path.with_name(f'.{self.path.name}.{os.getpid()}.tmp')
-        rows = int(manifest['rows_per_rank'])
-        self.layout = _layout(manifest['fields'], rows)
-        size = sum(dtype.itemsize * math.prod(shape) for _, dtype, shape in self.layout.values())
-        self.data = np.memmap(self.tmp, dtype=np.uint8, mode='w+', shape=(size,))
-        self.rows = rows
-
-    def write(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
-        for name, (offset, dtype, shape) in self.layout.items():
-            view = np.ndarray(shape, dtype=dtype, buffer=self.data, offset=offset)
-            value = arrays[name]
-            view[start:start + len(value)] = value.reshape(len(value), shape[1])
-
-    def commit(self) -> Path:
-        self.data.flush()
-        del self.data
-        os.replace(self.tmp, self.path)
-        return self.path
 
 
 class TeacherCache:
@@ -220,22 +70,30 @@ class TeacherCache:
             fields = manifest['fields']
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f'{file}: not a complete teacher cache manifest ({type(e).__name__}: {e})') from None
+        self.rows: str = manifest.get('rows', 'examples')  # caches made before masked rows: one row per example
+        if self.rows not in ROW_UNITS:
+            raise ValueError(f'{file}: rows {self.rows!r} is not one of {", ".join(ROW_UNITS)}')
         if self.batch_size < 1 or self.rows_per_rank < 1:
             raise ValueError(f'{file}: batch_size and rows_per_rank must be positive')
         self.batches_per_epoch = -(-self.rows_per_rank // self.batch_size)
-        expected = shard_fields(self.store, self.num_classes, self.k)
+        try:
+            expected = shard_fields(self.store, self.num_classes, self.k, self.rows)
+        except ValueError as e:
+            raise ValueError(f'{file}: {e}') from None
         if not isinstance(fields, list) or [list(f) for f in fields] != [list(f) for f in expected]:
-            raise ValueError(f'{file}: fields {fields} do not fit store {self.store!r}')
-        self._layout = _layout(expected, self.rows_per_rank)
-        self._size = sum(d.itemsize * math.prod(s) for _, d, s in self._layout.values())
+            raise ValueError(f'{file}: fields {fields} do not fit store {self.store!r} with rows {self.rows!r}')
+        self.fields = expected
         self._open: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     def __repr__(self) -> str:
         return f'TeacherCache({str(self.folder)!r}, store={self.store!r}, k={self.k})'
 
+    def layout(self, epoch: int, rank: int = 0) -> Optional[ShardLayout]:
+        """The layout of shard (epoch, rank) if it is present and whole, else None."""
+        return ShardLayout.of_file(self.folder / shard_name(epoch, rank), self.fields, self.rows_per_rank, self.rows)
+
     def has_shard(self, epoch: int, rank: int = 0) -> bool:
-        path = self.folder / shard_name(epoch, rank)
-        return path.is_file() and path.stat().st_size == self._size
+        return self.layout(epoch, rank) is not None
 
     def epochs(self, rank: int = 0) -> list[int]:
         """The epochs whose shard for ``rank`` is present and whole."""
@@ -252,13 +110,15 @@ class TeacherCache:
         if key not in self._open:
             if not self.has_shard(epoch, rank) and self.wait_s and epoch in self.manifest.get('epochs', []):
                 self._wait(epoch, rank)
-            if not self.has_shard(epoch, rank):
+            layout = self.layout(epoch, rank)
+            if layout is None:
                 raise TeacherCacheMismatch(f'{self.folder}: no shard for epoch {epoch}, rank {rank} '
                                            f'(epochs present: {self.epochs(rank)}); the run is longer than the cache')
             path = self.folder / shard_name(epoch, rank)
             self._open = {k: v for k, v in self._open.items() if k[0] >= epoch - 1}
             self._open[key] = {name: np.memmap(path, dtype=dtype, mode='r', offset=offset, shape=shape)
-                               for name, (offset, dtype, shape) in self._layout.items()}
+                               if math.prod(shape) else np.zeros(shape, dtype)
+                               for name, (offset, dtype, shape) in layout.fields.items()}
         return self._open[key]
 
     def _wait(self, epoch: int, rank: int) -> None:
@@ -272,18 +132,22 @@ class TeacherCache:
 
     def read(self, epoch: int, rank: int, start: int, stop: int,
              device: Union[str, torch.device] = 'cpu') -> tuple[Union[torch.Tensor, SparseTargets], torch.Tensor]:
-        """Rows ``[start, stop)`` of shard (epoch, rank): the targets (float32 logits ``[n, C]`` for ``dense``,
-        :class:`SparseTargets` otherwise) and the inputs' digests ``[n]``, on ``device``."""
+        """The targets of examples ``[start, stop)`` of shard (epoch, rank) (float32 logits ``[n, C]`` for
+        ``dense``, :class:`SparseTargets` otherwise; with ``masked`` rows, one row per masked position of those
+        examples) and the examples' input digests ``[stop - start]``, on ``device``."""
         fields = self.arrays(epoch, rank)
+        first, last = start, stop
+        if self.rows == 'masked':
+            first, last = int(fields['offsets'][start, 0]), int(fields['offsets'][stop, 0])
 
-        def get(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.array(fields[name][start:stop])).to(device)
+        def get(name: str, lo: int, hi: int) -> torch.Tensor:
+            return torch.from_numpy(np.array(fields[name][lo:hi])).to(device)
 
-        digest = get('digest').reshape(-1)
+        digest = get('digest', start, stop).reshape(-1)
         if self.store == 'dense':
-            return get('logits').float(), digest
-        return SparseTargets(self.store, get('indices').long(), get('values').float(), get('tail').reshape(-1),
-                             self.temperature), digest
+            return get('logits', first, last).float(), digest
+        return SparseTargets(self.store, get('indices', first, last).long(), get('values', first, last).float(),
+                             get('tail', first, last).reshape(-1), self.temperature), digest
 
 
 class CachedTeacher(nn.Module):
@@ -307,9 +171,10 @@ class CachedTeacherPool(TeacherPool):
 
     Optimizer step ``step`` (Composer's ``state.timestamp.batch``, which a resumed run restores) is batch
     ``step % batches_per_epoch`` of epoch ``step // batches_per_epoch``; the microbatches of a step take its rows
-    in order. Each batch's inputs are checked against the cached digests. The selection rule (``pool_mode``,
-    ``k``, ``scores``, ``seed``) is the pool's: ``random_1`` draws a cache per step. Dense caches selected together
-    are averaged; sparse ones are read one per step.
+    in order. Each batch's inputs are checked against the cached digests. A ``masked`` cache (a masked LM) gives
+    the rows of the batch's masked positions, as the sparse MLM head and KD's mask take them. The selection rule
+    (``pool_mode``, ``k``, ``scores``, ``seed``) is the pool's: ``random_1`` draws a cache per step. Dense caches
+    selected together are averaged; sparse ones are read one per step.
 
     Args:
         caches: the caches (same batch size, rows and epochs' length).
@@ -327,6 +192,8 @@ class CachedTeacherPool(TeacherPool):
         for t in teachers[1:]:
             if (t.cache.batch_size, t.cache.rows_per_rank) != (first.batch_size, first.rows_per_rank):
                 raise ValueError(f'{t.cache!r} and {first!r} cut epochs into different batches')
+            if t.cache.rows != first.rows:
+                raise ValueError(f'{t.cache!r} stores {t.cache.rows} rows, {first!r} {first.rows} rows')
         if self.k > 1 and any(t.cache.store != 'dense' for t in teachers):
             raise ValueError('sparse caches cannot be averaged: read them one per step (pool_mode random_1)')
         if verify_every is not None and (verify_every < 1 or any(t.live is None for t in teachers)):
@@ -383,7 +250,7 @@ class CachedTeacherPool(TeacherPool):
             return self._cache[1]
         inputs = batch_inputs(batch)
         epoch, start, stop = self.rows(step, len(inputs))
-        digest, tolerance = input_digest(inputs)
+        digest, tolerance = batch_digest(batch)
         outputs = []
         for i in indices:
             teacher = self.teachers[i]
@@ -393,7 +260,12 @@ class CachedTeacherPool(TeacherPool):
                 raise TeacherCacheMismatch(
                     f'{teacher.cache.folder}: the inputs of epoch {epoch}, batch {start // self.batch_size} (row '
                     f'{start + int(bad.nonzero()[0])}) are not those the cache was made for: another data order, '
-                    'crop, flip or dataset; the fingerprint check should have refused it, or the cache was altered')
+                    'crop, flip, mask or dataset; the fingerprint check should have refused it, or the cache was '
+                    'altered')
+            if teacher.cache.rows == 'masked' and len(targets) != int(masked_counts(batch).sum()):
+                raise TeacherCacheMismatch(
+                    f'{teacher.cache.folder}: epoch {epoch}, examples {start}-{stop - 1} hold {len(targets)} masked '
+                    f'positions in the cache, {int(masked_counts(batch).sum())} in the batch')
             if self.verify_every is not None and step % self.verify_every == 0:
                 self._verify(teacher, batch, targets, f'epoch {epoch}, rows {start}-{stop - 1}')
             outputs.append(targets)
@@ -408,8 +280,10 @@ class CachedTeacherPool(TeacherPool):
 
     def _verify(self, teacher: CachedTeacher, batch: Any, targets: Any, where: str) -> None:
         assert teacher.live is not None
-        live = teacher.live.forward(batch).outputs.float()
         cache = teacher.cache
+        live = teacher.live.forward(batch).outputs.float()
+        if cache.rows == 'masked':
+            live = masked_rows(live, batch)
         # fp16 storage rounds to 2^-11 of a value; a bf16 producer computed to about 2^-8 of the row's largest logit.
         eps = 2.0**-9 if cache.manifest.get('compute', 'fp32') == 'fp32' else 2.0**-6
         scale = live.abs().amax(-1, keepdim=True).clamp_min(1.0)

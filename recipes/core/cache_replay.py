@@ -5,7 +5,9 @@ builds.
 The fingerprint is a flat JSON mapping compared field by field, in :data:`FINGERPRINT_FIELDS`' order; the first
 field that differs is named in the one-line refusal. ``data_files`` identifies the data by its files' names, sizes
 and the SHA-256 of their first MiB (not by their path: a cache made on another machine fits the same data).
-Options that do not change the views (``path``, workers, ``pin_memory``, ``indices``, ``download``) are left out.
+A masked LM's tokenizer is identified by its files' content (or its hub name), with the block length, the masking
+probability and the text column: they decide the blocks and the masks. Options that do not change the views
+(``path``, workers, ``pin_memory``, ``indices``, ``download``) are left out.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ __all__ = ['FINGERPRINT_FIELDS', 'file_sha256', 'run_fingerprint', 'teacher_fing
 
 #: The fields of a cache's fingerprint, in the order they are compared.
 FINGERPRINT_FIELDS = ('teacher_sha256', 'teacher_model', 'dataset', 'data_files', 'split', 'skip', 'subset',
-                      'downsample', 'downsample_seed', 'shuffle', 'drop_last', 'in_memory', 'augment', 'seed',
+                      'downsample', 'downsample_seed', 'shuffle', 'drop_last', 'in_memory', 'augment', 'tokenizer',
+                      'tokenizer_files', 'max_seq_len', 'mlm_probability', 'text_column', 'seed',
                       'global_train_batch_size', 'world_size')
+# The options of an image or a masked-LM dataset that change what a student sees (None where a dataset has none).
 _VIEW_OPTIONS = ('split', 'skip', 'subset', 'downsample', 'downsample_seed', 'shuffle', 'drop_last', 'in_memory',
-                 'augment')
+                 'augment', 'max_seq_len', 'mlm_probability', 'text_column')
 
 
 def file_sha256(path: str | Path, limit: Optional[int] = None) -> str:
@@ -67,8 +71,22 @@ def run_fingerprint(cfg: Mapping[str, Any], world_size: int) -> dict[str, Any]:
         if Path(file).is_file():
             files[Path(file).name] = [Path(file).stat().st_size, file_sha256(file, limit=1 << 20)]
     out = {'dataset': opts['dataset'], 'data_files': files, **{k: opts.get(k) for k in _VIEW_OPTIONS},
+           **_tokenizer_fingerprint(opts.get('tokenizer')),
            'seed': cfg['seed'], 'global_train_batch_size': cfg['global_train_batch_size'], 'world_size': world_size}
     return _jsonable(out)
+
+
+def _tokenizer_fingerprint(tokenizer: Optional[str]) -> dict[str, Any]:
+    """A masked LM's tokenizer by its files (name, size, SHA-256), or by its name when it is not a local path (a
+    hub name); nothing for a dataset without one."""
+    if tokenizer is None:
+        return {}
+    path = Path(tokenizer)
+    files = sorted(p for p in (path.rglob('*') if path.is_dir() else [path]) if p.is_file())
+    if not files:
+        return {'tokenizer': str(tokenizer)}
+    names = [str(p.relative_to(path)) if path.is_dir() else p.name for p in files]
+    return {'tokenizer_files': {n: [p.stat().st_size, file_sha256(p)] for n, p in zip(names, files)}}
 
 
 def teacher_fingerprint(checkpoints: Sequence[str], models: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -89,22 +107,28 @@ def first_difference(cached: Mapping[str, Any], run: Mapping[str, Any]) -> Optio
 def replay_samplers(cfg: Mapping[str, Any], world_size: int = 1, device: torch.device | str = 'cpu',
                     key: str = 'train_loader') -> tuple[Any, list[Any]]:
     """The student's train data as its own builder makes it (``build_dataloader``: same examples, normalisation,
-    crop and flip), and one sampler per rank of a ``world_size``-rank run: ``(dataset, [EpochBatches])``. Set the
-    epoch on a sampler and index the dataset with its keys to get the batches that rank will see."""
+    crop and flip; for ``text_json`` the same blocks and masks), and one sampler per rank of a ``world_size``-rank
+    run: ``(dataset, [EpochBatches])``. Set the epoch on a sampler and index the dataset with its keys to get the
+    batches that rank will see."""
     from recipes.data.tensor_data import BatchLoader, EpochBatches
+    from recipes.data.text.text_data import TokenBatches
 
     global_batch = cfg['global_train_batch_size']
     if global_batch % world_size:
         raise ConfigError(f'global_train_batch_size: {global_batch} does not split over {world_size} ranks')
     loader = build_dataloader(cfg[key], global_batch // world_size, key, seed=cfg['seed'], device=device)
     if not isinstance(loader, BatchLoader):
-        raise ConfigError(f'{key}: a teacher cache replays in-memory image loaders only (Fashion-MNIST, CIFAR with '
-                          f'in_memory: true), whose order, crop and flip come from (seed, epoch); '
-                          f'{cfg[key]["dataset"]!r} here is not one')
+        raise ConfigError(f'{key}: a teacher cache replays in-memory loaders only (Fashion-MNIST, CIFAR with '
+                          f'in_memory: true; text_json for a masked LM), whose order, crops, flips and masks come '
+                          f'from (seed, epoch); {cfg[key]["dataset"]!r} here is not one')
     base = loader.sampler
-    samplers = [EpochBatches(loader.dataset, base.batch_size, shuffle=base.shuffle, augment=base.augment,
-                             drop_last=base.drop_last, seed=base.seed, world=world_size, rank=r, flip=base.flip)
-                for r in range(world_size)]
+    if isinstance(base, TokenBatches):
+        samplers = [TokenBatches(loader.dataset, base.batch_size, shuffle=base.shuffle, drop_last=base.drop_last,
+                                 seed=base.seed, world=world_size, rank=r) for r in range(world_size)]
+    else:
+        samplers = [EpochBatches(loader.dataset, base.batch_size, shuffle=base.shuffle, augment=base.augment,
+                                 drop_last=base.drop_last, seed=base.seed, world=world_size, rank=r, flip=base.flip)
+                    for r in range(world_size)]
     return loader.dataset, samplers
 
 

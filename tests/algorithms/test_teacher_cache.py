@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from algorithms.distillation import (CachedTeacher, CachedTeacherPool, TeacherCache, TeacherCacheMismatch, TeacherPool,
                                      bytes_per_example, kl_divergence_loss, mse_logits_loss, sampled_targets,
                                      sparse_kl_loss, topk_probabilities, topk_targets)
-from algorithms.distillation.teacher_cache import (FORMAT, ShardWriter, encode_rows, input_digest, shard_fields,
-                                                   shard_name, write_manifest)
+from algorithms.distillation.teacher_cache import (FORMAT, ShardWriter, batch_digest, bytes_per_row, encode_rows,
+                                                   input_digest, masked_counts, shard_fields, shard_name,
+                                                   write_manifest)
 
 
 def _logits(n=6, c=10, seed=0):
@@ -212,3 +213,83 @@ def test_a_reader_beside_its_producer_waits_for_the_shard_then_proceeds(tmp_path
     assert torch.equal(out, logits[1][:4].half().float())
     assert 0.3 < cache.waited_s < 10
     assert any('waited' in r.message and 'epoch 1' in r.message for r in caplog.records)
+
+
+# --- masked-position rows (a masked LM) --------------------------------------------------------------------------
+def _mlm_batch(ids: torch.Tensor, chosen: torch.Tensor) -> dict:
+    return {'input_ids': ids, 'attention_mask': torch.ones_like(ids), 'labels': torch.where(chosen, ids, -100)}
+
+
+def _masked_cache(folder, batches, logits, store='dense', k=None, temperature=2.0):
+    """A masked-row cache of one epoch: ``batches`` (MLM batch dicts) and the teacher's rows ``[M_b, C]`` of each."""
+    n = sum(len(b['input_ids']) for b in batches)
+    c = logits[0].shape[1]
+    manifest = {'format': FORMAT, 'store': store, 'k': k, 'temperature': temperature, 'num_classes': c,
+                'batch_size': len(batches[0]['input_ids']), 'rows_per_rank': n, 'rows': 'masked',
+                'fields': shard_fields(store, c, k, 'masked'), 'world_size': 1, 'epochs': [0], 'compute': 'fp32',
+                'fingerprint': {}}
+    write_manifest(folder, manifest)
+    counts = torch.cat([masked_counts(b) for b in batches]).numpy()
+    writer = ShardWriter(folder, manifest, 0, 0, counts=counts)
+    start = 0
+    for b, rows in zip(batches, logits):
+        writer.write(start, encode_rows(rows, b, store, k, temperature))
+        start += len(b['input_ids'])
+    writer.commit()
+    return TeacherCache(folder)
+
+
+def test_masked_rows_follow_each_examples_masked_positions(tmp_path):
+    """Examples carry 0..L rows each (an example with none included); a step's microbatches read consecutive
+    example ranges and get exactly their masked positions' rows; a batch with another mask is refused."""
+    g = torch.Generator().manual_seed(0)
+    batches, rows = [], []
+    for _ in range(2):
+        ids = torch.randint(5, 50, (4, 6), generator=g)
+        chosen = torch.rand(4, 6, generator=g) < 0.4
+        chosen[1] = False  # an example without a masked position
+        batches.append(_mlm_batch(ids, chosen))
+        rows.append(torch.randn(int(chosen.sum()), 9, generator=g) * 3)
+    cache = _masked_cache(tmp_path / 'm', batches, rows)
+    size = (tmp_path / 'm' / shard_name(0, 0)).stat().st_size
+    m = sum(len(r) for r in rows)
+    assert size == 8 * 9 + 4 * 8 + m * bytes_per_row('dense', 9, rows='masked')  # header, then the rows
+    assert cache.has_shard(0) and cache.batches_per_epoch == 2
+    pool = CachedTeacherPool([cache])
+    b = batches[1]
+    half = {key: v[:2] for key, v in b.items()}, {key: v[2:] for key, v in b.items()}
+    first = pool.forward(half[0], step=1).outputs
+    second = pool.forward(half[1], step=1).outputs
+    assert len(first) == int(masked_counts(half[0]).sum())
+    assert torch.equal(torch.cat([first, second]), rows[1].half().float())
+    other = dict(batches[0], labels=batches[0]['labels'].roll(1, dims=1))  # same tokens, another mask
+    with pytest.raises(TeacherCacheMismatch, match='are not those the cache was made for'):
+        pool.forward(other, step=0)
+    (tmp_path / 'm' / shard_name(0, 0)).write_bytes((tmp_path / 'm' / shard_name(0, 0)).read_bytes()[:-1])
+    assert not cache.has_shard(0)  # a cut shard is not whole
+
+
+def test_integer_digests_are_exact_and_see_every_token_and_label():
+    ids = torch.randint(0, 8192, (3, 64), generator=torch.Generator().manual_seed(1))
+    batch = _mlm_batch(ids, ids % 7 == 0)
+    d, tol = batch_digest(batch)
+    assert torch.equal(tol, torch.zeros(3)) and (d == d.round()).all() and (d < 2**24).all()
+    assert torch.equal(batch_digest({k: v.clone() for k, v in batch.items()})[0], d)
+    for change in ('token', 'label'):
+        other = {k: v.clone() for k, v in batch.items()}
+        key = 'input_ids' if change == 'token' else 'labels'
+        other[key][:, 40] = torch.where(other[key][:, 40] == -100, 5, -100) if change == 'label' else \
+            other[key][:, 40] + 1
+        assert ((batch_digest(other)[0] - d).abs() > 0).all(), change
+
+
+def test_kl_of_a_student_on_every_position_against_cached_masked_rows():
+    """[N, L, C] student logits, a mask, and [M, C] teacher rows (a cache's): the loss of the masked positions."""
+    student, teacher = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
+    mask = torch.rand(2, 5, generator=torch.Generator().manual_seed(2)) < 0.5
+    full = kl_divergence_loss(student, teacher, 2.0, mask=mask)
+    assert torch.allclose(kl_divergence_loss(student, teacher[mask], 2.0, mask=mask), full)
+    assert torch.allclose(mse_logits_loss(student, teacher[mask], mask=mask), mse_logits_loss(student, teacher,
+                                                                                              mask=mask))
+    with pytest.raises(ValueError, match='masked positions of the student'):
+        kl_divergence_loss(student, teacher[mask][1:], 2.0, mask=mask)

@@ -118,6 +118,8 @@ def test_recipe_builds_and_trains(recipe: Path, tiny_roots, tmp_path):
         specs = []
         for i, spec in enumerate(section['teachers']):
             spec = {'checkpoint': spec} if isinstance(spec, str) else dict(spec)
+            if spec.get('model') and spec['model'].get('tokenizer'):  # a text teacher of its own size: tiny vocabulary
+                spec['model'] = {**spec['model'], 'tokenizer': str(tiny_roots['tokenizer'])}
             if spec['checkpoint'] not in stand_ins:
                 n = len(stand_ins)
                 stand_ins[spec['checkpoint']] = tiny_teacher(spec.get('model') or cfg['model'], tmp_path / f't{n}.pt',
