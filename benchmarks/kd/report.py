@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from algorithms.callbacks.machine import read_machines
-from benchmarks.core.intervals import Interval, verdict
+from benchmarks.core.intervals import Interval, mean_interval, verdict
 from benchmarks.kd.describe import kd_facts
 from benchmarks.core.plots import _pyplot, plot_accuracy_vs_time
 from benchmarks.core.records import copy_records, load_runs
@@ -108,6 +108,7 @@ def findings(r: Repeats) -> list[Finding]:
     out += matryoshka_findings(r, curves)
     out += cache_findings(r)
     out += fidelity_findings(r)
+    out += gain_findings(r)
     return out
 
 
@@ -166,6 +167,60 @@ def fidelity_findings(r: Repeats) -> list[Finding]:
                     'steps; paired by seed; > 0: the cached student is more accurate)', verdict,
                     '; '.join(f'`{n}` - `{twin}`: {pct(iv)} points' + (' (differs)' if n in differ else '')
                               for n, twin, _, iv in results) + '.')]
+
+
+RETAINED = 0.9  # issue 24: a top-k cache keeps at least 90% of online KD's gain over the baseline
+
+
+def retained_gain(r: Repeats, cached: str, online: str, base: str) -> tuple[Optional[Interval], Optional[Interval],
+                                                                           Optional[Interval]]:
+    """Paired by seed: the online and cached students' gains over ``base`` (accuracy differences) and the margin
+    ``(cached - base) - RETAINED (online - base)``, whose interval decides "keeps >= 90% of the gain"."""
+    va, vo, vb = (r.values([n], lambda res: res.final_acc) for n in (cached, online, base))
+    seeds = [s for s in r.seeds if None not in (va[s], vo[s], vb[s])]
+    if not seeds:
+        return None, None, None
+    gain_o = mean_interval([vo[s] - vb[s] for s in seeds])  # type: ignore[operator]
+    gain_c = mean_interval([va[s] - vb[s] for s in seeds])  # type: ignore[operator]
+    margin = mean_interval([(va[s] - vb[s]) - RETAINED * (vo[s] - vb[s]) for s in seeds])  # type: ignore[operator]
+    return gain_o, gain_c, margin
+
+
+def plain_twin(r: Repeats, name: str) -> Optional[str]:
+    """The plain run (no teacher) as long as ``name``, the study's baseline first; None if the study has none."""
+    duration = r.stats(name).first.duration  # type: ignore[union-attr]
+    names = [r.study.baseline, *(n for n in r.names() if n != r.study.baseline)]
+    return next((n for n in names if (st := r.stats(n)) is not None and st.first.series == 'plain'
+                 and st.first.duration == duration), None)
+
+
+def gain_findings(r: Repeats) -> list[Finding]:
+    """Each sparse (top-k or sampled) cached student against its online twin: does it keep >= 90% of the online
+    student's gain over the plain run as long (b)? Decided on the per-seed margin ``(c - b) - 0.9 (o - b)``: holds
+    when its interval lies above 0, does not hold when below; the gains themselves are shown."""
+    out = []
+    for name in cached_students(r):
+        twin = online_twin(r, name)
+        first = r.stats(name).first  # type: ignore[union-attr]
+        base = plain_twin(r, name)
+        stores = {str(info.manifest.get('store')) for a in r.by_seed.values() for info in a.caches.values()
+                  if name in info.readers}
+        if twin is None or base is None or not stores - {'dense'}:
+            continue
+        gain_o, gain_c, margin = retained_gain(r, name, twin, base)
+        if margin is None:
+            continue
+        ratio = 100 * gain_c.mean / gain_o.mean if gain_o is not None and gain_c is not None and gain_o.mean > 0 \
+            else None
+        share = (f'; the mean cached gain is {ratio:.0f}% of the mean online gain' if ratio is not None
+                 else '; online KD gained nothing on average, so there is '
+                 'no gain to keep')
+        out.append(Finding(f'`{name}` ({"/".join(sorted(stores))} cache) keeps >= {RETAINED:.0%} of online KD\'s '
+                           f'gain over a plain run as long (`{twin}` - `{base}`)', verdict(margin),
+                           f'gain online {pct(gain_o)} points, cached {pct(gain_c)} points (paired by seed); margin '
+                           f'(cached gain - {RETAINED} x online gain) {pct(margin)} points{share}. Duration '
+                           f'{first.duration}.'))
+    return out
 
 
 def cache_table(r: Repeats) -> list[str]:
@@ -298,18 +353,23 @@ def render(r: Repeats, found: list[Finding], regen: str, rerun: str) -> list[str
         '## Where the runs came from', '', machines_table(r)]
 
 
-def make(root: Path, study_path: str, out: Path) -> tuple[list[str], dict[str, Any]]:
+def make(root: Path, study_path: str, out: Path, teachers: Optional[str] = None) -> tuple[list[str], dict[str, Any]]:
     """The report's lines and numbers from the records under ``root``; writes the plots and ``summary.json`` into
     ``out`` and copies the records to ``<out>/runs`` (not ``report.md``). Nothing is written if ``root`` holds no
     run record."""
     study = load_study(study_path)
     if not load_runs(root):
         raise ReportError(f'no run records (config.yaml) under {root}')
-    r = load_repeats(study, str(root), describe=kd_facts)
+    if teachers is not None and not load_runs(teachers):
+        raise ReportError(f'--teachers: no run records (config.yaml) under {teachers}')
+    r = load_repeats(study, str(root), teachers_root=teachers, describe=kd_facts)
     found = findings(r)
-    regen = command(PROG, out / 'runs', out, [('--study', study_path)])
+    extra = [('--study', study_path)]
+    if teachers is not None:
+        extra.append(('--teachers', str(out / 'teachers')))
+    regen = command(PROG, out / 'runs', out, extra)
     rerun = (f'`python -m benchmarks.study {study_path}` then '
-             f'`{command(PROG, study.runs_root, out, [("--study", study_path)])}`')
+             f'`{command(PROG, study.runs_root, out, [("--study", study_path), *extra[1:]])}`')
     lines = render(r, found, regen, rerun)
     plot(r, out / PLOT)
     first = r.by_seed[r.seeds[0]]
@@ -321,6 +381,8 @@ def make(root: Path, study_path: str, out: Path) -> tuple[list[str], dict[str, A
                'runs': {n: st.as_dict() for n in r.names() if (st := r.stats(n)) is not None}}
     (out / 'summary.json').write_text(json.dumps(numbers, indent=2, default=str) + '\n')
     log.info('copied %d record files', copy_records(root, out / 'runs'))
+    if teachers is not None and Path(teachers).resolve() != (out / 'teachers').resolve():
+        log.info('copied %d teacher record files', copy_records(Path(teachers), out / 'teachers'))
     return lines, numbers
 
 
@@ -335,10 +397,12 @@ def build(runs: str, study_path: str, out: str) -> dict[str, Any]:
 
 def options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--study', default=STUDY, help='the study YAML (its runs, seeds, baseline; default %(default)s)')
+    p.add_argument('--teachers', default=None, help='the records of teachers trained outside the study (their '
+                   'training time is a teacher cost; copied to <out>/teachers)')
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return report_main(PROG, __doc__, lambda root, out, args: make(root, args.study, out)[0], argv,
+    return report_main(PROG, __doc__, lambda root, out, args: make(root, args.study, out, args.teachers)[0], argv,
                        "the study's runs root, or the committed copies <out>/runs", options)
 
 

@@ -102,10 +102,12 @@ def _model_of(study: Study, run: StudyRun) -> Any:
 
 
 def _cache_overrides(study: Study, run: StudyRun) -> list[str]:
-    args = [word for t in run.teachers for word in ('--teacher', study.checkpoint(t))]
-    args += ['--out', study.run_dir(run.name)]
     options = dict(run.cache)
-    if 'teacher_model' not in options:  # the teachers' own model, when it is not the student recipe's
+    outside = options.pop('teacher', [])  # checkpoints trained outside the study
+    checkpoints = [study.checkpoint(t) for t in run.teachers] + ([outside] if isinstance(outside, str) else outside)
+    args = [word for c in checkpoints for word in ('--teacher', c)]
+    args += ['--out', study.run_dir(run.name)]
+    if 'teacher_model' not in options and run.teachers:  # the teachers' own model, when it is not the recipe's
         models = [_model_of(study, study.run(t)) for t in run.teachers]
         if any(m != models[0] for m in models):
             raise StudyError(f'runs ({run.name}).teachers: their models differ ({models}); one cache is made by '

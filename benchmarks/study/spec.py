@@ -31,7 +31,9 @@ the command's options in ``cache:``, e.g. ``{store: dense}``), ``matryoshka``, `
 keys of the run's YAML (a Matryoshka entry's: of every student's recipe). ``teachers`` are study runs whose final
 checkpoints the run learns from (``train``: every algorithm of the recipe with ``teachers``, or, when they are
 ``teacher_cache`` runs, its knowledge distillation reads their caches, ``[{cache: <run folder>}]``;
-``teacher_cache``: the checkpoints it caches, several averaged as one pool; ``blockwise``: its
+``teacher_cache``: the checkpoints it caches, several averaged as one pool, with ``cache: {teacher: PATH or
+[PATHS]}`` for teachers trained outside the study (give ``cache.teacher_model`` when their model is not the
+recipe's); ``blockwise``: its
 ``teacher.checkpoint``, and under bin packing a blockwise teacher's task times; ``glue``: ``pretrained``);
 ``load_from`` (``train``) starts a run from another run's final weights (``load_path``). A run may be limited to some
 of the study's ``seeds`` and given a ``phase`` (default 1): phase 1 of every seed runs before phase 2 of any.
@@ -73,7 +75,8 @@ KINDS = tuple(TEACHER_KINDS)
 RECIPE_KINDS = ('train', 'teacher_cache')
 #: a teacher_cache run's ``cache:`` options (``recipes/teacher_cache.py``'s, ``--<key with dashes>``), their types
 CACHE_OPTIONS = {'store': (str,), 'k': (int,), 'epochs': (str, int), 'temperature': (int, float),
-                 'sample_power': (int, float), 'world_size': (int,), 'chunk': (int,), 'teacher_model': (dict,)}
+                 'sample_power': (int, float), 'world_size': (int,), 'chunk': (int,), 'teacher_model': (dict,),
+                 'teacher': (str, list)}  # teacher: checkpoints trained outside the study (with or instead of teachers)
 #: kind -> how many teachers a run of it learns from at most (a Matryoshka run: as many as its spec's pool)
 MAX_TEACHERS = {'blockwise': 1, 'glue': 1}
 #: run key -> the one kind of run it is for
@@ -267,8 +270,12 @@ def _run(i: int, entry: dict[str, Any]) -> StudyRun:
         if types is None or isinstance(value, bool) or not isinstance(value, types):
             raise StudyError(f"{where}.cache.{key}: expected one of {', '.join(CACHE_OPTIONS)} with a value of type "
                              f"{'/'.join(t.__name__ for t in types or (object,))}, got {value!r}")
-    if kind == 'teacher_cache' and not entry['teachers']:
-        raise StudyError(f'{where}.teachers: a teacher_cache run caches the outputs of at least one study run')
+    outside = entry['cache'].get('teacher')
+    if isinstance(outside, list) and not all(isinstance(t, str) for t in outside):
+        raise StudyError(f'{where}.cache.teacher: expected a checkpoint path or a list of them, got {outside!r}')
+    if kind == 'teacher_cache' and not entry['teachers'] and not outside:
+        raise StudyError(f'{where}.teachers: a teacher_cache run caches the outputs of at least one study run (or '
+                         'of the checkpoints in cache.teacher)')
     if entry['generations'] is not None:
         _positive(f'{where}.generations', entry['generations'])
     _positive(f'{where}.phase', entry['phase'])

@@ -142,3 +142,53 @@ def test_a_report_without_caches_has_no_cache_column(synthetic, tmp_path):
         (root / name).rmdir()
     text = (build(str(root), str(study), str(tmp_path / 'report')) and (tmp_path / 'report' / 'report.md').read_text())
     assert 'incl. cache' not in text and 'Teacher caches' not in text
+
+
+SEEDED = f"""
+name: syn-gain
+runs_root: {ORIGINAL_ROOT}
+baseline: baseline
+seeds: [0, 1, 2]
+runs:
+  - {{name: teacher-a, recipe: yamls/fashion_mnist/teacher_lr0.1.yaml, tags: [teacher]}}
+  - {{name: baseline, recipe: yamls/fashion_mnist/teacher_lr0.1.yaml, tags: [baseline]}}
+  - {{name: cache-top, kind: teacher_cache, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [teacher-a]}}
+  - {{name: cache-smp, kind: teacher_cache, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [teacher-a]}}
+  - {{name: kd-kl-4of4, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [teacher-a], tags: [kd]}}
+  - {{name: cached-top-kd-kl-4of4, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [cache-top], tags: [cached]}}
+  - {{name: cached-smp-kd-kl-4of4, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [cache-smp], tags: [cached]}}
+"""
+
+
+def test_a_sparse_caches_students_keep_a_share_of_online_kds_gain(tmp_path):
+    """Issue 24's rule on synthetic finals over 3 seeds: margin (cached - base) - 0.9 (online - base) per seed."""
+    root = tmp_path / 'records'
+    base, online = [0.80, 0.81, 0.82], [0.82, 0.84, 0.845]  # online gains 2.0, 3.0, 2.5 points
+    top = [0.819, 0.838, 0.844]  # gains 1.9, 2.8, 2.4: margins +0.1, +0.1, +0.15 points
+    smp = [0.805, 0.82, 0.82]  # gains 0.5, 1.0, 0.0: margins -1.3, -1.7, -2.25 points
+    for s in range(3):
+        seed = root / f'seed{s}'
+        write_run(seed, 'teacher-a', [(50.0, 0.9)], duration='4ep')
+        write_run(seed, 'baseline', [(40.0, base[s])], duration='4ep')
+        write_run(seed, 'kd-kl-4of4', [(50.0, online[s])], duration='4ep', teachers=[ckpt('teacher-a')])
+        for key, store, finals in (('top', 'topk', top), ('smp', 'sampled', smp)):
+            (seed / f'cache-{key}').mkdir(parents=True)
+            (seed / f'cache-{key}' / 'manifest.json').write_text(json.dumps({
+                'format': 'teacher-cache/1', 'store': store, 'k': 64, 'bytes_per_example': 100,
+                'teachers': [{'checkpoint': f'{ORIGINAL_ROOT}/teacher-a/checkpoints/ep4-ba40-rank0.pt'}],
+                'production': {'seconds': 5.0, 'sessions': [{'seconds': 5.0}]}}))
+            write_run(seed, f'cached-{key}-kd-kl-4of4', [(42.0, finals[s])], duration='4ep',
+                      teachers=[{'cache': f'{ORIGINAL_ROOT}/cache-{key}'}])
+    study = tmp_path / 'syn.yaml'
+    study.write_text(SEEDED)
+    numbers = build(str(root), str(study), str(tmp_path / 'report'))
+    found = {f['claim'].split('`')[1]: f for f in numbers['findings'] if 'of online KD' in f['claim']}
+    assert sorted(found) == ['cached-smp-kd-kl-4of4', 'cached-top-kd-kl-4of4']
+    top_f, smp_f = found['cached-top-kd-kl-4of4'], found['cached-smp-kd-kl-4of4']
+    assert top_f['verdict'] == 'holds' and smp_f['verdict'] == 'does not hold'
+    assert '(topk cache) keeps >= 90%' in top_f['claim'] and '(sampled cache)' in smp_f['claim']
+    assert top_f['evidence'].startswith('gain online 2.50 [')  # mean of 2.0, 3.0, 2.5 points
+    assert 'cached 2.37 [' in top_f['evidence'] and 'margin (cached gain - 0.9 x online gain) 0.12 [' in \
+        top_f['evidence']  # (0.1 + 0.1 + 0.15) / 3
+    assert 'the mean cached gain is 95% of the mean online gain' in top_f['evidence']  # 2.367 / 2.5
+    assert 'the mean cached gain is 20% of the mean online gain' in smp_f['evidence']  # 0.5 / 2.5
