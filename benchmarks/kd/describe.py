@@ -4,8 +4,9 @@
 ``series``: ``plain`` (no teacher), ``KD-KL`` / ``KD-MSE`` (one teacher), ``pool <mode>`` (several), prefixed
 ``cached`` for a student that read teacher caches (``teachers: [{cache: DIR}]``: one cache of an averaged pool is one
 teacher to read); the facts: ``kd_loss``, ``kd_fraction`` (the share of training with distillation, from its
-``start``/``end`` window), ``pool_mode`` (``single`` for one teacher or cache), ``k`` and ``caches`` (the cache
-folders read; empty online). Per step, :func:`teacher_forwards` (0 for a cached student: it runs no teacher) and
+``start``/``end`` window), ``pool_mode`` (``single`` for one teacher or cache), ``k``, ``caches`` (the cache
+folders read; empty online), ``temperature`` and ``kd_loss_weight`` (KnowledgeDistillation's defaults, 4 and 1, when
+the config leaves them out). Per step, :func:`teacher_forwards` (0 for a cached student: it runs no teacher) and
 :func:`cache_reads`.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ def kd_facts(run: RunFiles, teachers: list[str]) -> dict[str, Any]:
     mode = 'single' if len(caches or teachers) == 1 else str(kd.get('pool_mode', 'all'))
     series = f'KD-{loss.upper()}' if mode == 'single' else f'pool {mode}'
     return {'series': f'cached {series}' if caches else series, 'kd_loss': loss,
-            'kd_fraction': max(0.0, min(1.0, fraction)), 'pool_mode': mode, 'k': kd.get('k'), 'caches': caches}
+            'kd_fraction': max(0.0, min(1.0, fraction)), 'pool_mode': mode, 'k': kd.get('k'), 'caches': caches,
+            'temperature': float(kd.get('temperature', 4.0)), 'kd_loss_weight': float(kd.get('kd_loss_weight', 1.0))}
 
 
 def _per_step(result: RunResult, members: int) -> int:

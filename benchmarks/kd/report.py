@@ -141,15 +141,16 @@ def cache_findings(r: Repeats) -> list[Finding]:
 
 
 def online_twin(r: Repeats, name: str) -> Optional[str]:
-    """The online run a cached student mirrors: the same series without ``cached``, the same duration and teachers,
-    no cache read; None if the study has none."""
+    """The online run a cached student mirrors: the same series without ``cached``, the same duration, teachers,
+    window, temperature and weight, no cache read; None if the study has none."""
     first = r.stats(name).first  # type: ignore[union-attr]
     if not first.series.startswith('cached '):
         return None
     for other in r.names():
         o = r.stats(other).first  # type: ignore[union-attr]
+        same_kd = all(o.facts.get(f) == first.facts.get(f) for f in ('kd_fraction', 'temperature', 'kd_loss_weight'))
         if (not o.caches and o.series == first.series[len('cached '):] and o.duration == first.duration
-                and o.teachers == first.teachers):
+                and o.teachers == first.teachers and same_kd):
             return other
     return None
 
@@ -368,8 +369,9 @@ def make(root: Path, study_path: str, out: Path, teachers: Optional[str] = None)
     if teachers is not None:
         extra.append(('--teachers', str(out / 'teachers')))
     regen = command(PROG, out / 'runs', out, extra)
+    rerun_teachers = [('--teachers', '<teachers-root>')] if teachers is not None else []  # where they were trained
     rerun = (f'`python -m benchmarks.study {study_path}` then '
-             f'`{command(PROG, study.runs_root, out, [("--study", study_path), *extra[1:]])}`')
+             f'`{command(PROG, study.runs_root, out, [("--study", study_path), *rerun_teachers])}`')
     lines = render(r, found, regen, rerun)
     plot(r, out / PLOT)
     first = r.by_seed[r.seeds[0]]

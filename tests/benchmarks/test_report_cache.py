@@ -154,6 +154,7 @@ runs:
   - {{name: baseline, recipe: yamls/fashion_mnist/teacher_lr0.1.yaml, tags: [baseline]}}
   - {{name: cache-top, kind: teacher_cache, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [teacher-a]}}
   - {{name: cache-smp, kind: teacher_cache, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [teacher-a]}}
+  - {{name: kd-kl-t1-4of4, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [teacher-a], tags: [kd]}}
   - {{name: kd-kl-4of4, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [teacher-a], tags: [kd]}}
   - {{name: cached-top-kd-kl-4of4, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [cache-top], tags: [cached]}}
   - {{name: cached-smp-kd-kl-4of4, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [cache-smp], tags: [cached]}}
@@ -171,6 +172,9 @@ def test_a_sparse_caches_students_keep_a_share_of_online_kds_gain(tmp_path):
         write_run(seed, 'teacher-a', [(50.0, 0.9)], duration='4ep')
         write_run(seed, 'baseline', [(40.0, base[s])], duration='4ep')
         write_run(seed, 'kd-kl-4of4', [(50.0, online[s])], duration='4ep', teachers=[ckpt('teacher-a')])
+        # another temperature: not the cached students' twin, though first in the study's order
+        write_run(seed, 'kd-kl-t1-4of4', [(50.0, 0.7)], duration='4ep', teachers=[ckpt('teacher-a')],
+                  kd={'temperature': 1.0})
         for key, store, finals in (('top', 'topk', top), ('smp', 'sampled', smp)):
             (seed / f'cache-{key}').mkdir(parents=True)
             (seed / f'cache-{key}' / 'manifest.json').write_text(json.dumps({
@@ -187,6 +191,7 @@ def test_a_sparse_caches_students_keep_a_share_of_online_kds_gain(tmp_path):
     top_f, smp_f = found['cached-top-kd-kl-4of4'], found['cached-smp-kd-kl-4of4']
     assert top_f['verdict'] == 'holds' and smp_f['verdict'] == 'does not hold'
     assert '(topk cache) keeps >= 90%' in top_f['claim'] and '(sampled cache)' in smp_f['claim']
+    assert '(`kd-kl-4of4` - `baseline`)' in top_f['claim']  # the twin of the same temperature, the plain run as long
     assert top_f['evidence'].startswith('gain online 2.50 [')  # mean of 2.0, 3.0, 2.5 points
     assert 'cached 2.37 [' in top_f['evidence'] and 'margin (cached gain - 0.9 x online gain) 0.12 [' in \
         top_f['evidence']  # (0.1 + 0.1 + 0.15) / 3

@@ -103,10 +103,32 @@ def test_a_cache_run_is_finished_when_every_planned_shard_is_there(study, tmp_pa
     assert not driver.run_finished(study, run)
 
 
+def test_a_cache_of_teachers_trained_outside_the_study(tmp_path, capsys):
+    """``cache: {teacher: PATH or [PATHS]}``: checkpoints from elsewhere, after the study's own teachers; their model
+    is the command's to find (no --teacher-model derived without study teachers)."""
+    runs = ('\n  - {name: teacher, recipe: yamls/fashion_mnist/teacher_lr0.1.yaml}'
+            '\n  - {name: c1, kind: teacher_cache, recipe: yamls/fashion_mnist/kd_kl.yaml, '
+            'cache: {teacher: elsewhere/a.pt, store: dense}}'
+            '\n  - {name: c2, kind: teacher_cache, recipe: yamls/fashion_mnist/kd_kl.yaml, teachers: [teacher], '
+            'cache: {teacher: [elsewhere/a.pt, elsewhere/b.pt]}}')
+    R = tmp_path / 'R'
+    assert driver.main([str(cache_study(tmp_path, runs)), '--print-commands', '--runs-root', str(R)]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith('python recipes/teacher_cache.py')]
+    common = 'model.name=fast_cnn train_loader.num_workers=0'
+    assert lines[0] == (f'python recipes/teacher_cache.py -f yamls/fashion_mnist/kd_kl.yaml --teacher elsewhere/a.pt '
+                        f'--out {R}/c1 --store dense {common}')
+    assert lines[1] == (f'python recipes/teacher_cache.py -f yamls/fashion_mnist/kd_kl.yaml '
+                        f'--teacher {R}/teacher/checkpoints/latest-rank0.pt --teacher elsewhere/a.pt '
+                        f'--teacher elsewhere/b.pt --out {R}/c2 {common}')
+
+
 @pytest.mark.parametrize('runs, message', [
     ('\n  - {name: t, recipe: yamls/fashion_mnist/teacher_lr0.1.yaml}\n'
      '  - {name: c, kind: teacher_cache, recipe: yamls/fashion_mnist/kd_kl.yaml}',
-     'runs[1] (c).teachers: a teacher_cache run caches the outputs of at least one study run'),
+     'runs[1] (c).teachers: a teacher_cache run caches the outputs of at least one study run (or of the '
+     'checkpoints in cache.teacher)'),
+    ('\n  - {name: c, kind: teacher_cache, recipe: yamls/fashion_mnist/kd_kl.yaml, cache: {teacher: [1, 2]}}',
+     'runs[0] (c).cache.teacher: expected a checkpoint path or a list of them'),
     ('\n  - {name: t, recipe: yamls/fashion_mnist/teacher_lr0.1.yaml, cache: {store: dense}}',
      'runs[0] (t).cache: only for kind teacher_cache'),
     ('\n  - {name: t, recipe: yamls/fashion_mnist/teacher_lr0.1.yaml}\n'

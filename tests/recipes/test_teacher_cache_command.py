@@ -283,7 +283,7 @@ def test_production_resumes_and_is_deterministic(fmnist_root, made, tmp_path, ca
     (['--k', '3'], {}, '--k: a dense cache stores every logit'),
     (['--store', 'topk', '--k', '11'], {}, '--k: store \'topk\' needs k between 1 and the number of classes (10)'),
     (['--epochs', '3-1'], {}, '--epochs: expected epochs like 0-14'),
-    ([], {'train_loader.in_memory': False}, 'train_loader: a teacher cache replays in-memory image loaders only'),
+    ([], {'train_loader.in_memory': False}, 'train_loader: a teacher cache replays in-memory loaders only'),
     (['--teacher-model', '{"name": "convnet", "num_classes": 10, "in_channels": 1}'], {},
      '--teacher[0].checkpoint: the weights in'),
 ])

@@ -170,9 +170,11 @@ def test_cached_mlm_kd_equals_online_kd_step_by_step(made):
 
 
 def test_topk_at_k_equal_c_trains_as_the_dense_cache(made):
+    """Step 0 (same weights) agrees to float32 rounding of two differently ordered sums over the 120-token vocabulary
+    (1.4e-5 relative seen on an AMD EPYC under a full suite, 0 alone); later steps within what training amplifies."""
     _, kd_dense = made['cached']
     _, kd_topk = made['topk']
-    assert kd_topk[0] == pytest.approx(kd_dense[0], rel=1e-5, abs=1e-7)
+    assert kd_topk[0] == pytest.approx(kd_dense[0], rel=1e-4, abs=1e-7)
     for step in sorted(kd_dense)[1:]:
         assert kd_topk[step] == pytest.approx(kd_dense[step], rel=1e-3, abs=1e-6), step
 
