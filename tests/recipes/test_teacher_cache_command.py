@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from composer.loggers import InMemoryLogger
 
 from algorithms.distillation import CachedTeacherPool, TeacherCache, TeacherCacheMismatch
 from algorithms.distillation.teacher_cache import input_digest, shard_name
 from recipes import teacher_cache, train
-from recipes.core.builders import launch, prepare
+from recipes.core.builders import prepare
 from recipes.core.cache_replay import replay_samplers
 from recipes.core.errors import ConfigError
 from recipes.data.registry import build_dataloader
 from recipes.models import registry as models
 from tests.conftest import REPO, tiny_config, tiny_overrides
+from tests.helpers.kd_fit import fit
 from tests.helpers.tiny_data import write_fashion_mnist
 
 KD_KL = REPO / 'yamls' / 'fashion_mnist' / 'kd_kl.yaml'
@@ -52,20 +52,6 @@ def config(data: Path, run_dir: Path, teachers: list, **extra) -> dict:
     cfg = tiny_config(data, run_dir, yaml=KD_KL, **extra)
     cfg['algorithms']['knowledge_distillation']['teachers'] = teachers
     return cfg
-
-
-def fit(cfg: dict) -> tuple[object, dict[int, float]]:
-    """Train; return the trainer and the logged kd loss by step."""
-    run = prepare(cfg)
-    logger = InMemoryLogger()
-    run.trainer_kwargs['loggers'] = [*run.trainer_kwargs['loggers'], logger]
-    trainer = launch(run)
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    kd = {int(ts.batch): float(v) for ts, v in logger.data['loss/train/kd']}
-    return trainer, kd
 
 
 @pytest.fixture(scope='module')

@@ -15,18 +15,18 @@ import torch
 
 pytest.importorskip('transformers')
 
-from composer.loggers import InMemoryLogger  # noqa: E402
 
 from algorithms.distillation import CachedTeacherPool, TeacherCache, TeacherCacheMismatch  # noqa: E402
 from algorithms.distillation.cache_format import batch_digest, masked_counts, shard_name  # noqa: E402
 from recipes import teacher_cache  # noqa: E402
-from recipes.core.builders import launch, prepare  # noqa: E402
+from recipes.core.builders import prepare  # noqa: E402
 from recipes.core.cache_replay import replay_samplers  # noqa: E402
 from recipes.core.config import load_config  # noqa: E402
 from recipes.core.errors import ConfigError  # noqa: E402
 from recipes.data.registry import build_dataloader  # noqa: E402
 from recipes.models import registry as models  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
+from tests.helpers.kd_fit import fit  # noqa: E402
 from tests.helpers.tiny_data import write_text_corpus, write_tokenizer  # noqa: E402
 
 YAML = REPO / 'yamls' / 'sotu' / 'tiny_bert.yaml'
@@ -69,18 +69,6 @@ def produce(root: Path, out: Path, *flags: str, **extra) -> int:
     kd = [f'{KD}.teachers=[{{checkpoint: {root / "teacher.pt"}, model: {{{model}}}}}]', f'{KD}.temperature=2.0']
     return teacher_cache.main(['-f', str(YAML), '--teacher', str(root / 'teacher.pt'), '--out', str(out), *flags,
                                *overrides(root / 'text', root / 'tok', **extra), *kd])
-
-
-def fit(cfg: dict) -> tuple[object, dict[int, float]]:
-    run = prepare(cfg)
-    logger = InMemoryLogger()
-    run.trainer_kwargs['loggers'] = [*run.trainer_kwargs['loggers'], logger]
-    trainer = launch(run)
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    return trainer, {int(ts.batch): float(v) for ts, v in logger.data['loss/train/kd']}
 
 
 @pytest.fixture(scope='module')
